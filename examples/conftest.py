@@ -1,0 +1,1 @@
+"""The example suite reads as a tutorial; see test_tutorial.py."""

@@ -1,0 +1,59 @@
+"""The session-wide factory that creates every stack the fixtures hand out."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import final
+
+from pytest_overlay.stack import LayerLike, OverlayStack
+
+
+@final
+class OverlayStackFactory:
+    """Mounts :class:`OverlayStack` objects with workspaces under pytest's basetemp.
+
+    The ``overlay_stack_factory`` fixture's value, the ``tmp_path_factory`` of overlays:
+    fixtures of any scope use :meth:`mount` to build stacks; any stack still mounted when
+    the session ends is closed then.
+    """
+
+    def __init__(self, root: Path, backend: str, *, _ispytest: bool = False) -> None:
+        if not _ispytest:
+            raise TypeError(
+                "OverlayStackFactory is created by pytest-overlay: request the "
+                "'overlay_stack_factory' fixture instead"
+            )
+        self._root = root
+        self._backend = backend
+        self._open: list[OverlayStack] = []
+
+    @property
+    def root(self) -> Path:
+        """The directory under which every stack's workspace is created."""
+        return self._root
+
+    @property
+    def backend(self) -> str:
+        """The backend setting stacks are created with (``auto`` or a backend name)."""
+        return self._backend
+
+    def mount(self, lowers: Sequence[LayerLike], *, name: str = "stack") -> OverlayStack:
+        """Mount a new stack over *lowers* (top-most first) and return it.
+
+        *name* prefixes the workspace directory, to find it under ``--basetemp``.
+        Close it with :meth:`OverlayStack.close` when done; the factory closes whatever is
+        left at the end of the session.
+        """
+        safe = re.sub(r"[^\w.-]", "_", name)[:30] or "stack"
+        stack = OverlayStack(lowers, workspace=self._root, backend=self._backend, name=safe)
+        stack.mount()
+        self._open = [s for s in self._open if s.mounted]
+        self._open.append(stack)
+        return stack
+
+    def close_all(self) -> None:
+        """Close every stack this factory mounted, newest first."""
+        while self._open:
+            self._open.pop().close()

@@ -1,0 +1,151 @@
+"""Mounting one overlayfs: the new mount API where the kernel has it, mount(2) otherwise."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from pytest_overlay import _syscalls
+from pytest_overlay._errors import OverlayError
+
+#: OVL_MAX_STACK in fs/overlayfs/params.h.
+MAX_LOWER_LAYERS: Final = 500
+# fsconfig() copies string values with strndup_user(value, 256): longer paths are passed
+# as /proc/self/fd/N of an O_PATH descriptor instead.
+_FSCONFIG_MAX_STRING: Final = 255
+
+_new_api_works: bool | None = None
+
+
+def escape_classic(path: str | os.PathLike[str]) -> str:
+    """Escape a path for the ``lowerdir=``/``upperdir=`` options of classic mount(2)."""
+    text = os.fsdecode(path)
+    return text.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
+def classic_options(
+    lowers: Sequence[Path], upper: Path, work: Path, flags: Sequence[str]
+) -> str:
+    """Build the option string for mount(2), refusing one the kernel would truncate."""
+    parts = [
+        "lowerdir=" + ":".join(escape_classic(p) for p in lowers),
+        "upperdir=" + escape_classic(upper),
+        "workdir=" + escape_classic(work),
+        *flags,
+    ]
+    data = ",".join(parts)
+    # The kernel copies one page of option data and silently drops the rest, so a long
+    # lowerdir list would mount a different stack or fail with a misleading ENOENT.
+    limit = os.sysconf("SC_PAGE_SIZE") - 1
+    size = len(os.fsencode(data))
+    if size > limit:
+        raise OverlayError(
+            f"the overlay mount options are {size} bytes long ({len(lowers)} lower layers), "
+            f"but classic mount(2) only carries {limit}: use fewer or shorter lower-layer "
+            "paths, or a kernel >= 6.8 where pytest-overlay passes each layer separately "
+            "through the new mount API"
+        )
+    return data
+
+
+def _fsconfig_path(fd: int, key: str, path: Path) -> None:
+    if len(os.fsencode(path)) <= _FSCONFIG_MAX_STRING:
+        _syscalls.fsconfig_string(fd, key, path)
+        return
+    path_fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        # The kernel resolves the path during this call, so the descriptor may go at once.
+        _syscalls.fsconfig_string(fd, key, f"/proc/self/fd/{path_fd}")
+    finally:
+        os.close(path_fd)
+
+
+def _mount_new_api(
+    lowers: Sequence[Path], upper: Path, work: Path, target: Path, flags: Sequence[str]
+) -> None:
+    fs_fd = _syscalls.fsopen("overlay")
+    try:
+        try:
+            for lower in lowers:
+                _fsconfig_path(fs_fd, "lowerdir+", lower)
+            _fsconfig_path(fs_fd, "upperdir", upper)
+            _fsconfig_path(fs_fd, "workdir", work)
+            for flag in flags:
+                _syscalls.fsconfig_flag(fs_fd, flag)
+            _syscalls.fsconfig_create(fs_fd)
+        except OSError as exc:
+            log = _syscalls.read_fs_context_log(fs_fd)
+            if log:
+                exc.strerror = f"{exc.strerror} ({'; '.join(log)})"
+            raise
+        mount_fd = _syscalls.fsmount(fs_fd)
+        try:
+            _syscalls.move_mount(mount_fd, target)
+        finally:
+            # An open mount fd pins the mount: umount would answer EBUSY.
+            os.close(mount_fd)
+    finally:
+        os.close(fs_fd)
+
+
+def _new_api_supported() -> bool:
+    """Whether fsopen works and overlayfs accepts ``lowerdir+`` (kernel >= 6.8)."""
+    global _new_api_works
+    if _new_api_works is None:
+        try:
+            fd = _syscalls.fsopen("overlay")
+        except OSError:
+            _new_api_works = False
+        else:
+            try:
+                _syscalls.fsconfig_string(fd, "lowerdir+", "/")
+                _new_api_works = True
+            except OSError:
+                _new_api_works = False
+            finally:
+                os.close(fd)
+    return _new_api_works
+
+
+def mount_overlay(
+    lowers: Sequence[Path],
+    upper: Path,
+    work: Path,
+    target: Path,
+    *,
+    flags: Sequence[str] = (),
+    use_new_api: bool | None = None,
+) -> str:
+    """Mount an overlay of *lowers* (top-most first) at *target*; return the API used."""
+    if not lowers:
+        raise OverlayError("an overlay needs at least one lower layer")
+    if len(lowers) > MAX_LOWER_LAYERS:
+        raise OverlayError(
+            f"{len(lowers)} lower layers given, but overlayfs stacks at most "
+            f"{MAX_LOWER_LAYERS}: merge some layers first (for example by taking a snapshot)"
+        )
+    if use_new_api is None:
+        use_new_api = _new_api_supported()
+    if use_new_api:
+        _mount_new_api(lowers, upper, work, target, flags)
+        return "fsopen"
+    data = classic_options(lowers, upper, work, flags)
+    _syscalls.mount("overlay", target, "overlay", 0, data)
+    return "mount"
+
+
+def unmount(target: Path) -> bool:
+    """Unmount *target*; return False if it was busy and had to be detached lazily."""
+    try:
+        _syscalls.umount(target)
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+        # A process still has a file open or its cwd inside: detach now, and the kernel
+        # frees the mount when the last user goes. The base is not at risk either way.
+        _syscalls.umount(target, _syscalls.MNT_DETACH)
+        return False
+    return True

@@ -1,0 +1,216 @@
+"""Moving this process into its own mount namespace (root) or user namespace (not root).
+
+Both are process-wide and done at most once. Root gets a private mount namespace so the
+kernel drops every mount with the last process in it, even after SIGKILL. An ordinary
+user gets a user namespace in which it may mount overlayfs (kernel >= 5.11, ``userxattr``),
+with its own uid mapped to itself and the effective capabilities dropped except around
+mount calls, so ``os.getuid()`` and permission errors stay what tests expect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_overlay import _mount, _syscalls
+from pytest_overlay._workspace import remove_workspace
+
+
+class Mode(enum.Enum):
+    #: Nothing done (yet): mounts, if any, go to the namespace pytest was started in.
+    NONE = "none"
+    #: Root, in a private mount namespace of its own.
+    PRIVATE = "private"
+    #: Not root, in a user + mount namespace with overlay mount rights.
+    USERNS = "userns"
+
+
+@dataclass(frozen=True)
+class State:
+    mode: Mode
+    #: Why the preferred namespace could not be entered ("" when it was).
+    reason: str = ""
+
+
+_state = State(Mode.NONE)
+
+_MOUNT_CAPS = (
+    1 << _syscalls.CAP_SYS_ADMIN
+    | 1 << _syscalls.CAP_DAC_OVERRIDE
+    | 1 << _syscalls.CAP_DAC_READ_SEARCH
+    | 1 << _syscalls.CAP_FOWNER
+)
+
+
+def state() -> State:
+    return _state
+
+
+def thread_count() -> int:
+    """Threads in this process, as the kernel counts them for unshare(CLONE_NEWUSER)."""
+    # threading.enumerate() misses threads started from C, such as execnet's I/O thread
+    # in pytest-xdist workers.
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1
+
+
+def _make_root_private() -> None:
+    # Without this, mounts made here would propagate back to the parent namespace.
+    _syscalls.mount("none", "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE, None)
+
+
+def enter_private_mount_namespace() -> State:
+    """As root: unshare the mount namespace so no mount can outlive this process."""
+    global _state
+    if _state.mode is not Mode.NONE:
+        return _state
+    try:
+        _syscalls.unshare(_syscalls.CLONE_NEWNS)
+        _make_root_private()
+    except OSError as exc:
+        _state = State(
+            Mode.NONE,
+            f"cannot create a private mount namespace ({exc.strerror}); in Docker, run the "
+            "container with --privileged or --cap-add SYS_ADMIN",
+        )
+    else:
+        _state = State(Mode.PRIVATE)
+    return _state
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _unshare_user() -> None:
+    uid, gid = os.geteuid(), os.getegid()
+    _syscalls.unshare(_syscalls.CLONE_NEWUSER | _syscalls.CLONE_NEWNS)
+    # setgroups must be denied before an unprivileged process may write gid_map.
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"{uid} {uid} 1")
+    _write("/proc/self/gid_map", f"{gid} {gid} 1")
+    _make_root_private()
+
+
+def _probe_mount() -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="pytest-overlay-probe-")).resolve()
+    lower, upper, work, merged = (scratch / n for n in ("lower", "upper", "work", "merged"))
+    try:
+        for path in (lower, upper, work, merged):
+            path.mkdir()
+        _mount.mount_overlay([lower], upper, work, merged, flags=("userxattr",))
+        _syscalls.umount(merged)
+    finally:
+        remove_workspace(scratch)
+
+
+def probe_user_namespace() -> str:
+    """Try the whole userns recipe in a forked child; return "" or why it failed.
+
+    A failed uid_map write after unshare (AppArmor's restriction on Ubuntu >= 23.10)
+    would leave this process stuck as the overflow uid, so the real process only follows
+    once a child has done it all, including one overlay mount.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
+        os.close(read_fd)
+        message = ""
+        try:
+            _unshare_user()
+            _probe_mount()
+        except BaseException as exc:
+            message = f"{type(exc).__name__}: {exc}"
+        os.write(write_fd, message.encode())
+        os._exit(0)
+    os.close(write_fd)
+    chunks = []
+    while chunk := os.read(read_fd, 4096):
+        chunks.append(chunk)
+    os.close(read_fd)
+    _, status = os.waitpid(pid, 0)
+    message = b"".join(chunks).decode()
+    if not message and os.waitstatus_to_exitcode(status) != 0:
+        message = f"the probe process died with status {status}"
+    return message
+
+
+_probe_result: str | None = None
+
+
+def cached_probe() -> str:
+    """:func:`probe_user_namespace`, run at most once per process."""
+    global _probe_result
+    if _probe_result is None:
+        _probe_result = probe_user_namespace()
+    return _probe_result
+
+
+def _userns_hint(detail: str) -> str:
+    hints = []
+    if os.path.exists("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"):
+        hints.append(
+            "on Ubuntu >= 23.10 allow it with "
+            "'sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0'"
+        )
+    hints.append("or run pytest as root")
+    return (
+        f"cannot mount overlayfs in an unprivileged user namespace ({detail}); "
+        + ", ".join(hints)
+    )
+
+
+def enter_user_namespace() -> State:
+    """As an ordinary user: enter a user namespace with overlay mount rights, if possible."""
+    global _state
+    if _state.mode is not Mode.NONE or _state.reason:
+        return _state
+    threads = thread_count()
+    if threads > 1:
+        _state = State(
+            Mode.NONE,
+            f"the process already runs {threads} threads, and the kernel only lets a "
+            "single-threaded process enter a user namespace: load pytest-overlay before "
+            "the plugin that starts them, or run pytest as root",
+        )
+        return _state
+    failure = cached_probe()
+    if failure:
+        _state = State(Mode.NONE, _userns_hint(failure))
+        return _state
+    _unshare_user()
+    # Full capabilities in the new namespace would make every DAC check pass; keep them
+    # permitted but not effective, and raise them only around mount calls.
+    _, permitted, _ = _syscalls.get_capabilities()
+    _syscalls.set_capabilities(0, permitted, 0)
+    _state = State(Mode.USERNS)
+    return _state
+
+
+@contextlib.contextmanager
+def mount_privileges() -> Iterator[None]:
+    """Make the mount capabilities effective for the duration of the block (userns only)."""
+    if _state.mode is not Mode.USERNS:
+        yield
+        return
+    effective, permitted, inheritable = _syscalls.get_capabilities()
+    _syscalls.set_capabilities(effective | (_MOUNT_CAPS & permitted), permitted, inheritable)
+    try:
+        yield
+    finally:
+        _syscalls.set_capabilities(effective, permitted, inheritable)
+
+
+def enter() -> State:
+    """Enter the namespace that suits this process's privileges."""
+    if os.geteuid() == 0:
+        return enter_private_mount_namespace()
+    return enter_user_namespace()
