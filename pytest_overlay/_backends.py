@@ -74,9 +74,7 @@ def select_backend(requested: str = "auto") -> Backend:
             f"unknown overlay backend {requested!r}: choose one of {', '.join(BACKEND_NAMES)}"
         )
     if not _syscalls.available():
-        raise BackendUnavailable(
-            "overlayfs needs Linux, and this is " + os.uname().sysname
-        )
+        raise BackendUnavailable("overlayfs needs Linux, and this is " + os.uname().sysname)
     if os.geteuid() == 0:
         if requested == "userns":
             raise BackendUnavailable(

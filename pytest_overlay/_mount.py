@@ -26,9 +26,7 @@ def escape_classic(path: str | os.PathLike[str]) -> str:
     return text.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-def classic_options(
-    lowers: Sequence[Path], upper: Path, work: Path, flags: Sequence[str]
-) -> str:
+def classic_options(lowers: Sequence[Path], upper: Path, work: Path, flags: Sequence[str]) -> str:
     """Build the option string for mount(2), refusing one the kernel would truncate."""
     parts = [
         "lowerdir=" + ":".join(escape_classic(p) for p in lowers),
@@ -52,8 +50,11 @@ def classic_options(
 
 
 def _fsconfig_path(fd: int, key: str, path: Path) -> None:
-    if len(os.fsencode(path)) <= _FSCONFIG_MAX_STRING:
-        _syscalls.fsconfig_string(fd, key, path)
+    # The kernel takes "lowerdir+" values verbatim but unescapes upperdir and workdir
+    # (ovl_mount_dir), so only those need the backslash escaping of mount(2).
+    value = os.fsdecode(path) if key.endswith("+") else escape_classic(path)
+    if len(os.fsencode(value)) <= _FSCONFIG_MAX_STRING:
+        _syscalls.fsconfig_string(fd, key, value)
         return
     path_fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

@@ -162,9 +162,8 @@ def _userns_hint(detail: str) -> str:
             "'sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0'"
         )
     hints.append("or run pytest as root")
-    return (
-        f"cannot mount overlayfs in an unprivileged user namespace ({detail}); "
-        + ", ".join(hints)
+    return f"cannot mount overlayfs in an unprivileged user namespace ({detail}); " + ", ".join(
+        hints
     )
 
 

@@ -134,7 +134,9 @@ def diff_upper(upper: Path, lowers: Sequence[Path]) -> list[Change]:
     return sort_changes(_walk(upper, "", view, lower_visible=True))
 
 
-def _walk(directory: Path, prefix: str, view: LowerView, *, lower_visible: bool) -> Iterator[Change]:
+def _walk(
+    directory: Path, prefix: str, view: LowerView, *, lower_visible: bool
+) -> Iterator[Change]:
     with os.scandir(directory) as it:
         entries = list(it)
     for entry in entries:

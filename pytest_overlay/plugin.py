@@ -28,9 +28,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="how to mount unions: auto (default), kernel (root) or userns (ordinary "
         "user in a user namespace). Ini: overlay_backend.",
     )
-    parser.addini(
-        "overlay_backend", help="default for --overlay-backend (auto)", default="auto"
-    )
+    parser.addini("overlay_backend", help="default for --overlay-backend (auto)", default="auto")
     parser.addini(
         "overlay_base",
         type="paths",
@@ -40,7 +38,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", f"{_config.MARKER}: {_config.MARKER_HELP}")
+    config.addinivalue_line("markers", _config.MARKER_HELP)
     _config.backend_setting(config)
     if os.geteuid() == 0 and _namespace_supported():
         # Cheap, and safe with threads: from here on no mount this process makes can
@@ -60,7 +58,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if _config.backend_setting(session.config) == "kernel":
         return
-    if any(name in item.fixturenames for item in session.items for name in _FIXTURES):
+    used = (getattr(item, "fixturenames", ()) for item in session.items)
+    if any(name in names for names in used for name in _FIXTURES):
         _namespace.enter_user_namespace()
 
 
@@ -98,7 +97,7 @@ def overlay_stack_factory(
     workspace under pytest's basetemp; close it with ``stack.close()``. Stacks still
     mounted at the end of the session are closed then.
     """
-    root = tmp_path_factory.mktemp("overlay", numbered=True)
+    root = tmp_path_factory.mktemp("overlay", numbered=False)
     factory = OverlayStackFactory(root, _config.backend_setting(pytestconfig), _ispytest=True)
     yield factory
     factory.close_all()
@@ -129,4 +128,3 @@ def overlay_stack(
         yield stack
     finally:
         stack.close()
-

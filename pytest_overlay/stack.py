@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,9 +29,12 @@ def _check_lower(raw: LayerLike) -> Path:
             f"lower layer {str(raw)!r} does not exist: create it, or fix the path "
             f"(relative paths resolve against {os.getcwd()})"
         ) from None
-    except RuntimeError:
-        raise OverlayError(f"lower layer {str(raw)!r} is a symlink loop: point at a directory") from None
-    except OSError as exc:
+    except (RuntimeError, OSError) as exc:
+        # Python < 3.13 reports a symlink loop as RuntimeError, later ones as ELOOP.
+        if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP:
+            raise OverlayError(
+                f"lower layer {str(raw)!r} is a symlink loop: point it at a directory"
+            ) from None
         raise OverlayError(f"lower layer {str(raw)!r} cannot be read: {exc.strerror}") from None
     if not resolved.is_dir():
         raise OverlayError(
@@ -183,4 +187,3 @@ class OverlayStack:
         """What the upper layer changes relative to the lowers, parents before children."""
         space = self._require()
         return diff_upper(space.upper, self.lowers)
-

@@ -1,1 +1,0 @@
-"""The example suite reads as a tutorial; see test_tutorial.py."""

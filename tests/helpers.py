@@ -1,0 +1,58 @@
+"""Tree builders and fingerprints shared by the tests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+#: A tree spec: name -> bytes/str (file), dict (directory), or ("symlink", target).
+Spec = Mapping[str, object]
+
+
+def make_tree(root: Path, spec: Spec) -> Path:
+    """Create *spec* under *root* and return *root*."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, value in spec.items():
+        path = root / name
+        if isinstance(value, dict):
+            make_tree(path, value)
+        elif isinstance(value, tuple) and value[0] == "symlink":
+            path.symlink_to(value[1])
+        elif isinstance(value, bytes):
+            path.write_bytes(value)
+        elif isinstance(value, str):
+            path.write_text(value)
+        else:
+            raise TypeError(f"bad spec entry {name!r}: {value!r}")
+    return root
+
+
+def tree_digest(root: Path) -> dict[str, tuple[object, ...]]:
+    """Fingerprint every entry under *root*: type, mode, size, mtime_ns, content digest."""
+    result: dict[str, tuple[object, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            rel = os.path.relpath(path, root)
+            if stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as f:
+                    content = hashlib.sha256(f.read()).hexdigest()
+            elif stat.S_ISLNK(st.st_mode):
+                content = os.readlink(path)
+            else:
+                content = ""
+            result[rel] = (st.st_mode, st.st_size, st.st_mtime_ns, st.st_uid, content)
+    st = os.lstat(root)
+    result["."] = (st.st_mode, st.st_mtime_ns, st.st_uid)
+    return result
+
+
+def overlay_mounts() -> list[str]:
+    """Mount points of overlay filesystems visible to this process."""
+    with open("/proc/self/mountinfo") as f:
+        lines = f.read().splitlines()
+    return [line.split()[4] for line in lines if " - overlay " in line or "fuse-overlayfs" in line]
