@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from pytest_overlay import _namespace
+from pytest_overlay import _namespace, _syscalls
 
 
 def test_thread_count_sees_new_threads() -> None:
@@ -52,6 +52,6 @@ def test_userns_keeps_uid_and_real_permission_errors(tmp_path: os.PathLike[str])
             os.listdir(target)
     finally:
         os.chmod(target, 0o700)
-    effective, permitted, _ = _namespace._syscalls.get_capabilities()
+    effective, permitted, _ = _syscalls.get_capabilities()
     assert effective == 0
     assert permitted != 0
