@@ -1,93 +1,135 @@
-"""The mechanisms that can mount a union, behind one small protocol."""
+"""The mechanisms that can mount a union, behind one small protocol, and the ladder.
+
+The built-in backends, best first: ``kernel`` (root), ``userns`` (an ordinary user in a
+user namespace), ``fuse`` (fuse-overlayfs), ``copy`` (a portable copy of the base). Each is
+chosen only after a real probe on this machine. Third parties add backends through the
+``pytest_overlay_add_backends`` hook (see :mod:`pytest_overlay.hookspecs`).
+"""
 
 from __future__ import annotations
 
-import errno
-import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Protocol, final
+from typing import Protocol, runtime_checkable
 
-from pytest_overlay import _mount, _namespace, _syscalls
 from pytest_overlay._errors import BackendUnavailable, OverlayError
 from pytest_overlay._workspace import Workspace
+from pytest_overlay.changes import Change
 
-#: Every name ``--overlay-backend`` accepts.
-BACKEND_NAMES = ("auto", "kernel", "userns")
+#: The value of ``--overlay-backend`` that walks the ladder.
+AUTO = "auto"
+
+#: Every way a backend may knowingly differ from kernel overlayfs, in one place. A backend
+#: lists the keys that apply to it in ``deviations``; the conformance tests read this table
+#: to expect the difference, and docs/backends.rst shows it.
+DEVIATIONS: dict[str, str] = {
+    "dir-rename-allowed": "renaming a directory that comes from the base succeeds instead "
+    "of failing with EXDEV",
+    "open-without-write-unchanged": "opening a base file for writing without writing to "
+    "it is not a change (overlayfs copies it up and reports MODIFY)",
+    "not-a-mount-point": "merged is an ordinary directory, not a mount point",
+    "changes-scan-whole-tree": "changes() walks the whole merged tree, so its cost grows "
+    "with the size of the base",
+    "setup-copies-base": "setting up copies the base, so its cost grows with the size of "
+    "the base (reflinks make it cheaper where the filesystem supports them)",
+}
 
 
+@runtime_checkable
 class Backend(Protocol):
-    """Mounts and unmounts unions of lower layers over a workspace."""
+    """Mounts and unmounts unions of lower layers over a workspace.
 
-    #: Short name, as reported by ``OverlayStack.backend``.
+    ``mount`` must show the lowers (top-most first, possibly holding whiteouts and opaque
+    directories themselves) under ``space.upper`` at ``space.merged``; after ``unmount``,
+    ``space.upper`` must hold the changes as an overlayfs upper layer (char 0/0 whiteouts,
+    opaque xattrs), so it can serve as a lower layer of a later mount.
+    """
+
+    #: Short name: the value of ``--overlay-backend`` and of ``OverlayStack.backend``.
     name: str
+    #: Position on the ladder: lower is preferred by ``auto``.
+    rank: int
+    #: One line for ``--overlay-info`` and the report header.
+    description: str
+    #: Keys of :data:`DEVIATIONS` that apply to this backend.
+    deviations: frozenset[str]
+
+    def probe(self) -> str:
+        """Return "" if this backend works here, else why not and how to enable it."""
+
+    def activate(self) -> None:
+        """Prepare the process, early and single-threaded, when the session will mount."""
 
     def mount(self, lowers: Sequence[Path], space: Workspace) -> None:
-        """Show *lowers* (top-most first) under ``space.upper`` at ``space.merged``."""
+        """Show *lowers* under ``space.upper`` at ``space.merged``."""
 
     def unmount(self, space: Workspace) -> bool:
         """Take the union down; return False if it was busy and was detached lazily."""
 
+    def changes(self, lowers: Sequence[Path], space: Workspace) -> list[Change]:
+        """What the mounted union changes relative to *lowers*."""
 
-@final
-class KernelBackend:
-    """Kernel overlayfs through mount syscalls, as root or inside a user namespace."""
 
-    def __init__(self, name: str, flags: Sequence[str]) -> None:
-        self.name = name
-        self._flags = tuple(flags)
+def builtin_backends() -> list[Backend]:
+    """The built-in ladder, best first. Imports lazily: most sessions need one rung."""
+    from pytest_overlay._copy import COPY
+    from pytest_overlay._fuse import FUSE
+    from pytest_overlay._kernel import ROOT_KERNEL, USERNS_KERNEL
 
-    def mount(self, lowers: Sequence[Path], space: Workspace) -> None:
-        try:
-            with _namespace.mount_privileges():
-                _mount.mount_overlay(
-                    lowers, space.upper, space.work, space.merged, flags=self._flags
-                )
-        except OSError as exc:
-            if exc.errno == errno.EPERM:
-                raise BackendUnavailable(
-                    "the kernel refused to mount overlayfs (EPERM): this process lacks "
-                    "CAP_SYS_ADMIN; in Docker, run the container with --privileged or "
-                    "--cap-add SYS_ADMIN"
-                ) from exc
-            layers = ", ".join(str(p) for p in lowers)
+    return [ROOT_KERNEL, USERNS_KERNEL, FUSE, COPY]
+
+
+def backend_names(backends: Iterable[Backend] | None = None) -> list[str]:
+    """``auto`` and the name of every backend, for messages and validation."""
+    return [AUTO, *(b.name for b in (builtin_backends() if backends is None else backends))]
+
+
+#: Given a backend, return a reason to refuse it, or None (a conftest's veto).
+Veto = Callable[[Backend], "str | None"]
+#: Given the candidates in ladder order (not yet probed), return the preferred one or None.
+Chooser = Callable[[list[Backend]], "Backend | None"]
+
+
+def _check(backend: Backend, veto: Veto | None) -> str:
+    return (veto(backend) if veto else None) or backend.probe()
+
+
+def select_backend(
+    requested: str | Backend = AUTO,
+    backends: Sequence[Backend] | None = None,
+    *,
+    veto: Veto | None = None,
+    choose: Chooser | None = None,
+) -> Backend:
+    """Return the backend for *requested*, or raise :class:`BackendUnavailable` saying why.
+
+    A name takes that rung or explains why it cannot work here. ``auto`` takes the rung
+    *choose* prefers, else the best one that is not vetoed and probes fine; rungs below
+    the first that works are never probed.
+    """
+    if not isinstance(requested, str):
+        return requested
+    ladder = sorted(builtin_backends() if backends is None else backends, key=lambda b: b.rank)
+    if requested != AUTO:
+        named = [b for b in ladder if b.name == requested]
+        if not named:
             raise OverlayError(
-                f"mounting overlayfs at {space.merged} over [{layers}] failed: {exc.strerror}"
-            ) from exc
-
-    def unmount(self, space: Workspace) -> bool:
-        with _namespace.mount_privileges():
-            return _mount.unmount(space.merged)
-
-
-# volatile: the upper layer is thrown away, so skip the sync on unmount (12 ms -> 0.2 ms).
-ROOT_KERNEL = KernelBackend("kernel", ("volatile",))
-# userxattr: an unprivileged mount cannot write trusted.* xattrs, and without it removing
-# a lower directory later fails with EIO.
-USERNS_KERNEL = KernelBackend("userns", ("userxattr", "volatile"))
-
-
-def select_backend(requested: str = "auto") -> Backend:
-    """Return the backend for *requested*, or raise :class:`BackendUnavailable` saying why."""
-    if requested not in BACKEND_NAMES:
-        raise OverlayError(
-            f"unknown overlay backend {requested!r}: choose one of {', '.join(BACKEND_NAMES)}"
-        )
-    if not _syscalls.available():
-        raise BackendUnavailable("overlayfs needs Linux, and this is " + os.uname().sysname)
-    if os.geteuid() == 0:
-        if requested == "userns":
-            raise BackendUnavailable(
-                "the 'userns' backend is for ordinary users; as root pytest-overlay mounts "
-                "directly: use --overlay-backend=kernel or auto"
+                f"unknown overlay backend {requested!r}: choose one of "
+                f"{', '.join(backend_names(ladder))}"
             )
-        return ROOT_KERNEL
-    if requested == "kernel":
-        raise BackendUnavailable(
-            f"the 'kernel' backend mounts as root, and this process runs as uid "
-            f"{os.geteuid()}: use --overlay-backend=auto or userns, or run pytest as root"
-        )
-    state = _namespace.enter_user_namespace()
-    if state.mode is _namespace.Mode.USERNS:
-        return USERNS_KERNEL
-    raise BackendUnavailable(state.reason)
+        ladder = named
+    elif choose is not None:
+        candidates = [b for b in ladder if not (veto and veto(b))]
+        preferred = choose(candidates)
+        if preferred is not None:
+            ladder = [preferred]
+    reasons: list[tuple[str, str]] = []
+    for backend in ladder:
+        reason = _check(backend, veto)
+        if not reason:
+            return backend
+        reasons.append((backend.name, reason))
+    if requested != AUTO:
+        raise BackendUnavailable(f"the {requested!r} backend cannot work here: {reasons[0][1]}")
+    listing = "; ".join(f"{name}: {reason}" for name, reason in reasons)
+    raise BackendUnavailable(f"no backend works here ({listing})")

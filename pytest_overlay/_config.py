@@ -7,25 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_overlay._backends import BACKEND_NAMES
-
 MARKER = "overlay"
 MARKER_HELP = (
     "overlay(*layers): the base of this test's overlay_stack, top-most layer first; "
     "relative paths resolve against the directory of the test file"
 )
-
-
-def backend_setting(config: pytest.Config) -> str:
-    """The backend named on the command line or in the ini file, validated."""
-    value = config.getoption("overlay_backend") or config.getini("overlay_backend") or "auto"
-    value = str(value).strip()
-    if value not in BACKEND_NAMES:
-        raise pytest.UsageError(
-            f"--overlay-backend / overlay_backend: unknown backend {value!r}; "
-            f"choose one of: {', '.join(BACKEND_NAMES)}"
-        )
-    return value
 
 
 def base_layers(item: pytest.Item) -> tuple[Path, ...]:

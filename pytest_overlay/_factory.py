@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import final
 
+from pytest_overlay._backends import Backend
 from pytest_overlay.stack import LayerLike, OverlayStack
 
 
@@ -19,7 +20,7 @@ class OverlayStackFactory:
     the session ends is closed then.
     """
 
-    def __init__(self, root: Path, backend: str, *, _ispytest: bool = False) -> None:
+    def __init__(self, root: Path, backend: str | Backend, *, _ispytest: bool = False) -> None:
         if not _ispytest:
             raise TypeError(
                 "OverlayStackFactory is created by pytest-overlay: request the "
@@ -36,8 +37,8 @@ class OverlayStackFactory:
 
     @property
     def backend(self) -> str:
-        """The backend setting stacks are created with (``auto`` or a backend name)."""
-        return self._backend
+        """The name of the backend stacks are mounted with."""
+        return self._backend if isinstance(self._backend, str) else self._backend.name
 
     def mount(self, lowers: Sequence[LayerLike], *, name: str = "stack") -> OverlayStack:
         """Mount a new stack over *lowers* (top-most first) and return it.

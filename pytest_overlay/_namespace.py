@@ -154,7 +154,7 @@ def cached_probe() -> str:
     return _probe_result
 
 
-def _userns_hint(detail: str) -> str:
+def userns_hint(detail: str) -> str:
     hints = []
     if os.path.exists("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"):
         hints.append(
@@ -183,7 +183,7 @@ def enter_user_namespace() -> State:
         return _state
     failure = cached_probe()
     if failure:
-        _state = State(Mode.NONE, _userns_hint(failure))
+        _state = State(Mode.NONE, userns_hint(failure))
         return _state
     _unshare_user()
     # Full capabilities in the new namespace would make every DAC check pass; keep them
@@ -194,18 +194,68 @@ def enter_user_namespace() -> State:
     return _state
 
 
+def _set_ambient(caps: int) -> None:
+    _syscalls.prctl(_syscalls.PR_CAP_AMBIENT, _syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
+    for cap in range(64):
+        if caps >> cap & 1:
+            _syscalls.prctl(_syscalls.PR_CAP_AMBIENT, _syscalls.PR_CAP_AMBIENT_RAISE, cap)
+
+
 @contextlib.contextmanager
-def mount_privileges() -> Iterator[None]:
-    """Make the mount capabilities effective for the duration of the block (userns only)."""
+def mount_privileges(*, for_children: bool = False) -> Iterator[None]:
+    """Make the mount capabilities effective for the duration of the block (userns only).
+
+    With *for_children*, programs started inside the block get them too (as ambient
+    capabilities), so a helper such as fuse-overlayfs can mount in our namespace.
+    """
     if _state.mode is not Mode.USERNS:
         yield
         return
     effective, permitted, inheritable = _syscalls.get_capabilities()
-    _syscalls.set_capabilities(effective | (_MOUNT_CAPS & permitted), permitted, inheritable)
+    raised = _MOUNT_CAPS & permitted
+    _syscalls.set_capabilities(effective | raised, permitted, inheritable | raised)
+    if for_children:
+        _set_ambient(raised)
     try:
         yield
     finally:
+        if for_children:
+            _set_ambient(0)
         _syscalls.set_capabilities(effective, permitted, inheritable)
+
+
+#: Set by a process that entered a user namespace for its pytest-xdist workers to adopt.
+INHERIT_ENV = "PYTEST_OVERLAY_USERNS"
+
+
+def prepare_children() -> None:
+    """Let processes started from now on (pytest-xdist workers) mount in this namespace.
+
+    A worker is a new program: for a uid other than 0 the kernel clears its capabilities
+    at exec, unless they are ambient. The worker drops them again at start-up
+    (:func:`adopt_inherited`), so the tests' own subprocesses never get them.
+    """
+    if _state.mode is not Mode.USERNS:
+        return
+    _, permitted, inheritable = _syscalls.get_capabilities()
+    raised = _MOUNT_CAPS & permitted
+    _syscalls.set_capabilities(0, permitted, inheritable | raised)
+    _set_ambient(raised)
+    os.environ[INHERIT_ENV] = str(os.getpid())
+
+
+def adopt_inherited() -> State:
+    """In a pytest-xdist worker: take over the user namespace the controller entered."""
+    global _state
+    if _state.mode is not Mode.NONE or not os.environ.get(INHERIT_ENV) or os.geteuid() == 0:
+        return _state
+    _, permitted, _ = _syscalls.get_capabilities()
+    if not permitted & (1 << _syscalls.CAP_SYS_ADMIN):
+        return _state
+    _set_ambient(0)
+    _syscalls.set_capabilities(0, permitted, 0)
+    _state = State(Mode.USERNS)
+    return _state
 
 
 def enter() -> State:

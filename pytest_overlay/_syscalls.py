@@ -178,3 +178,27 @@ def set_capabilities(effective: int, permitted: int, inheritable: int) -> None:
         data[index].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[index].inheritable = (inheritable >> shift) & 0xFFFFFFFF
     _check(_lib().capset(ctypes.byref(header), data), "capset")
+
+
+PR_SET_PDEATHSIG: Final = 1
+PR_CAP_AMBIENT: Final = 47
+PR_CAP_AMBIENT_RAISE: Final = 2
+PR_CAP_AMBIENT_CLEAR_ALL: Final = 4
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0) -> None:
+    _check(
+        _lib().prctl(
+            option,
+            ctypes.c_ulong(arg2),
+            ctypes.c_ulong(arg3),
+            ctypes.c_ulong(0),
+            ctypes.c_ulong(0),
+        ),
+        "prctl",
+    )
+
+
+def set_parent_death_signal(signum: int) -> None:
+    """Have the kernel send *signum* to this process when its parent thread dies."""
+    prctl(PR_SET_PDEATHSIG, signum)

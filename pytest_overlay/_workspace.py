@@ -75,6 +75,20 @@ def _rmtree(path: str | Path) -> None:
         shutil.rmtree(path, onerror=lambda f, p, e: _on_error(f, p, e[1]))
 
 
+def clear_directory(path: Path) -> None:
+    """Delete everything inside *path*, keeping the directory itself."""
+    with os.scandir(path) as it:
+        entries = list(it)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            _rmtree(entry.path)
+        else:
+            try:
+                os.unlink(entry.path)
+            except PermissionError as exc:
+                _on_error(os.unlink, entry.path, exc)
+
+
 def remove_workspace(root: Path) -> None:
     """Delete a workspace tree, whatever modes the kernel or the test left in it."""
     for sub in ("work", "work/work", "work/index"):

@@ -1,21 +1,28 @@
-"""The pytest plugin: options, markers, the report header and the fixtures.
+"""The pytest plugin: options, hooks, markers, the report header and the fixtures.
 
-It only wires pytest to :mod:`pytest_overlay.stack`; disable it with ``-p no:overlay``.
+It only wires pytest to the rest of the package; disable it with ``-p no:overlay``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
-from pytest_overlay import _config, _namespace
+from pytest_overlay import _backends, _config, _info, _namespace, _session
+from pytest_overlay._backends import Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
 from pytest_overlay._factory import OverlayStackFactory
 from pytest_overlay.stack import OverlayStack
 
 _FIXTURES = ("overlay_stack", "overlay_stack_factory")
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_overlay import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -25,8 +32,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="overlay_backend",
         default=None,
         metavar="NAME",
-        help="how to mount unions: auto (default), kernel (root) or userns (ordinary "
-        "user in a user namespace). Ini: overlay_backend.",
+        help="how to mount unions: auto (default: the best that works here), kernel, "
+        "userns, fuse or copy. Ini: overlay_backend.",
+    )
+    group.addoption(
+        "--overlay-info",
+        dest="overlay_info",
+        action="store_true",
+        default=False,
+        help="show which overlay backends work on this machine, why not, and how to "
+        "enable them; then exit.",
     )
     parser.addini("overlay_backend", help="default for --overlay-backend (auto)", default="auto")
     parser.addini(
@@ -37,54 +52,59 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_overlay_add_backends(config: pytest.Config) -> Sequence[Backend]:
+    return _backends.builtin_backends()
+
+
+def _linux() -> bool:
+    return hasattr(os, "geteuid") and os.uname().sysname == "Linux"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _config.MARKER_HELP)
-    _config.backend_setting(config)
-    if os.geteuid() == 0 and _namespace_supported():
-        # Cheap, and safe with threads: from here on no mount this process makes can
-        # outlive it, even if it is killed.
+    _session.validate(config)
+    if not _linux():
+        return
+    if _namespace.adopt_inherited().mode is _namespace.Mode.USERNS:
+        return  # a pytest-xdist worker of a controller that entered a user namespace
+    if _session.running_as_root():
+        # Cheap, and from here on no mount this process makes can outlive it.
         _namespace.enter_private_mount_namespace()
+    if _session.is_xdist_controller(config):
+        # Workers start as new programs before any test is collected: prepare now, while
+        # this process still has a single thread, and hand the namespace down.
+        _session.activate(config)
+        _namespace.prepare_children()
+    elif _session.selection(config).requested != _backends.AUTO:
+        # A named backend that cannot work here is an error that says why, at start-up.
+        chosen = _session.resolve(config)
+        if chosen.backend is None:
+            raise pytest.UsageError(f"--overlay-backend={chosen.requested}: {chosen.reason}")
 
 
-def _namespace_supported() -> bool:
-    return hasattr(os, "geteuid") and os.uname().sysname == "Linux"
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    if config.option.overlay_info:
+        config._do_configure()
+        try:
+            print(_info.report(config))
+        finally:
+            config._ensure_unconfigure()
+        return 0
+    return None
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     # Entering a user namespace changes how file owners look (unmapped uids show as
-    # nobody), so an ordinary user's process only enters it when a test needs a mount,
-    # while it is still single-threaded, before any test runs.
-    if os.geteuid() == 0 or not _namespace_supported():
-        return
-    if _config.backend_setting(session.config) == "kernel":
-        return
+    # nobody), so a process only does it when a collected test needs a mount, while it
+    # is still single-threaded, before any test runs.
     used = (getattr(item, "fixturenames", ()) for item in session.items)
     if any(name in names for names in used for name in _FIXTURES):
-        _namespace.enter_user_namespace()
-
-
-def _describe_backend(config: pytest.Config) -> str:
-    setting = _config.backend_setting(config)
-    if os.geteuid() == 0:
-        state = _namespace.state()
-        where = (
-            "in a private mount namespace"
-            if state.mode is _namespace.Mode.PRIVATE
-            else f"in the host mount namespace ({state.reason})"
-        )
-        if setting == "userns":
-            return "overlay: no backend: 'userns' is for ordinary users; use kernel or auto"
-        return f"overlay: backend kernel (root, {where})"
-    if setting == "kernel":
-        return "overlay: no backend: 'kernel' needs root; use auto or userns"
-    failure = _namespace.cached_probe() if _namespace_supported() else "not Linux"
-    if failure:
-        return f"overlay: no backend: {failure}"
-    return "overlay: backend userns (unprivileged user namespace, entered when a test mounts)"
+        _session.activate(session.config)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return _describe_backend(config)
+    return _info.header_line(config)
 
 
 @pytest.fixture(scope="session")
@@ -95,10 +115,12 @@ def overlay_stack_factory(
 
     ``overlay_stack_factory.mount([base, ...])`` mounts an :class:`OverlayStack` with its
     workspace under pytest's basetemp; close it with ``stack.close()``. Stacks still
-    mounted at the end of the session are closed then.
+    mounted at the end of the session are closed then. Skips the requesting test when no
+    backend works here.
     """
+    backend = _session.backend_or_skip(pytestconfig)
     root = tmp_path_factory.mktemp("overlay", numbered=False)
-    factory = OverlayStackFactory(root, _config.backend_setting(pytestconfig), _ispytest=True)
+    factory = OverlayStackFactory(root, backend, _ispytest=True)
     yield factory
     factory.close_all()
 

@@ -13,7 +13,7 @@ from pytest_overlay import _backends
 from pytest_overlay._backends import Backend
 from pytest_overlay._errors import OverlayError
 from pytest_overlay._workspace import Workspace, create_workspace, remove_workspace
-from pytest_overlay.changes import Change, diff_upper
+from pytest_overlay.changes import Change
 
 __all__ = ["OverlayStack"]
 
@@ -78,7 +78,9 @@ class OverlayStack:
     Closing unmounts the union and deletes the upper layer, work and merged directories.
 
     *workspace* is the directory under which a fresh ``stack-*`` directory is created per
-    mount (default: a new temporary directory). *backend* is ``"auto"`` or a backend name.
+    mount (default: a new temporary directory). *backend* is ``"auto"`` (the best that
+    works here), a backend name (``"kernel"``, ``"userns"``, ``"fuse"``, ``"copy"``) or a
+    backend object.
     """
 
     def __init__(
@@ -86,7 +88,7 @@ class OverlayStack:
         lowers: Sequence[LayerLike],
         *,
         workspace: LayerLike | None = None,
-        backend: str = "auto",
+        backend: str | Backend = "auto",
         name: str = "stack",
     ) -> None:
         if isinstance(lowers, (str, os.PathLike)):
@@ -186,4 +188,5 @@ class OverlayStack:
     def changes(self) -> list[Change]:
         """What the upper layer changes relative to the lowers, parents before children."""
         space = self._require()
-        return diff_upper(space.upper, self.lowers)
+        assert self._backend is not None
+        return self._backend.changes(self.lowers, space)

@@ -186,13 +186,9 @@ def test_strict_markers_accepts_overlay(project: pytest.Pytester) -> None:
 def test_markers_and_fixtures_are_documented(project: pytest.Pytester) -> None:
     project.runpytest("--markers").stdout.fnmatch_lines(["@pytest.mark.overlay(*layers)*"])
     fixtures = project.runpytest("--fixtures")
+    fixtures.stdout.fnmatch_lines(["overlay_stack -- *", "*fresh, throwaway upper*"])
     fixtures.stdout.fnmatch_lines(
-        [
-            "overlay_stack -- *",
-            "*fresh, throwaway upper*",
-            "overlay_stack_factory ?session scope? -- *",
-            "*Session-scoped factory*",
-        ]
+        ["overlay_stack_factory ?session scope? -- *", "*Session-scoped factory*"]
     )
     project.runpytest("--help").stdout.fnmatch_lines(
         [
@@ -213,19 +209,35 @@ def test_disabling_the_plugin(project: pytest.Pytester) -> None:
 
 def test_report_header_names_the_backend(project: pytest.Pytester) -> None:
     result = project.runpytest()
-    expected = "kernel (root" if os.geteuid() == 0 else "userns"
+    expected = "kernel (kernel overlayfs, mounted by root" if os.geteuid() == 0 else "userns"
     result.stdout.fnmatch_lines([f"overlay: backend {expected}*"])
 
 
-def test_unusable_backend_skips_with_the_reason(project: pytest.Pytester) -> None:
+def test_naming_a_backend_that_cannot_work_is_a_usage_error(project: pytest.Pytester) -> None:
     # Whatever this machine can do, the backend that does not fit our uid cannot work.
     wrong = "userns" if os.geteuid() == 0 else "kernel"
+    result = project.runpytest(f"--overlay-backend={wrong}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"*--overlay-backend={wrong}: the '{wrong}' backend cannot work*"]
+    )
+
+
+def test_no_working_backend_skips_with_the_reason(project: pytest.Pytester) -> None:
+    project.makeconftest(
+        """
+        def pytest_overlay_veto_backend(config, backend):
+            return "this suite forbids " + backend.name
+        """
+    )
     project.makepyfile(
         "import pytest\n@pytest.mark.overlay('data/base')\ndef test_it(overlay_stack):\n    pass\n"
     )
-    result = project.runpytest(f"--overlay-backend={wrong}", "-rs")
+    result = project.runpytest("-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines([f"SKIPPED*pytest-overlay cannot mount here: *'{wrong}'*"])
+    result.stdout.fnmatch_lines(
+        ["SKIPPED*pytest-overlay cannot mount here: no backend works here*forbids copy*"]
+    )
 
 
 def test_base_unchanged_when_tests_fail(project: pytest.Pytester) -> None:

@@ -1,0 +1,76 @@
+"""The portable copy backend: no mount at all, a private copy of the base per stack.
+
+Used where nothing can mount (macOS, locked-down containers, kernels without unprivileged
+overlayfs). Setup copies the union of the lowers (reflinks where the filesystem can
+clone); :meth:`changes` and teardown compare the copy with what was copied. It is never a
+hardlink farm: in-place writes and chmod through a hard link would reach the base.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import final
+
+from pytest_overlay._errors import OverlayError
+from pytest_overlay._materialize import Baseline, diff_baseline, materialize, write_upper
+from pytest_overlay._workspace import Workspace, clear_directory
+from pytest_overlay.changes import Change
+
+
+@final
+class CopyBackend:
+    name = "copy"
+    rank = 90
+    description = "a private copy of the base per stack (works everywhere, costs a copy)"
+    deviations = frozenset(
+        {
+            "dir-rename-allowed",
+            "open-without-write-unchanged",
+            "not-a-mount-point",
+            "changes-scan-whole-tree",
+            "setup-copies-base",
+        }
+    )
+
+    def __init__(self) -> None:
+        self._baselines: dict[Path, Baseline] = {}
+
+    def __repr__(self) -> str:
+        return "<CopyBackend>"
+
+    def probe(self) -> str:
+        return ""
+
+    def activate(self) -> None:
+        return None
+
+    def _baseline(self, space: Workspace) -> Baseline:
+        try:
+            return self._baselines[space.root]
+        except KeyError:
+            raise OverlayError(f"no copy is mounted at {space.merged}") from None
+
+    def mount(self, lowers: Sequence[Path], space: Workspace) -> None:
+        try:
+            baseline = materialize(lowers, space.merged)
+        except BaseException:
+            clear_directory(space.merged)
+            raise
+        # The merged root looks like the upper root, as on a real overlay mount.
+        space.merged.chmod(space.upper.stat().st_mode & 0o7777)
+        self._baselines[space.root] = baseline
+
+    def unmount(self, space: Workspace) -> bool:
+        baseline = self._baseline(space)
+        # Leave a real upper layer behind, so the result stacks like a kernel one.
+        write_upper(space.merged, baseline, diff_baseline(space.merged, baseline), space.upper)
+        del self._baselines[space.root]
+        clear_directory(space.merged)
+        return True
+
+    def changes(self, lowers: Sequence[Path], space: Workspace) -> list[Change]:
+        return diff_baseline(space.merged, self._baseline(space))
+
+
+COPY = CopyBackend()

@@ -1,0 +1,157 @@
+"""fuse-overlayfs: the same union in user space, where the kernel mount is refused."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import final
+
+from pytest_overlay import _mount, _namespace, _syscalls
+from pytest_overlay._errors import BackendUnavailable, OverlayError
+from pytest_overlay._workspace import Workspace, create_workspace, remove_workspace
+from pytest_overlay.changes import Change, diff_upper
+
+_MOUNT_TIMEOUT = 10.0
+_INSTALL_HINT = (
+    "install it: 'apt-get install fuse-overlayfs' (Debian, Ubuntu), "
+    "'dnf install fuse-overlayfs' (Fedora)"
+)
+
+
+def _escape_option(text: str) -> str:
+    # libfuse splits -o on commas; a backslash escapes one.
+    return text.replace("\\", "\\\\").replace(",", "\\,")
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: the daemon must not outlive pytest.
+    _syscalls.set_parent_death_signal(signal.SIGTERM)
+
+
+@final
+class FuseBackend:
+    name = "fuse"
+    rank = 30
+    description = "fuse-overlayfs, the user-space overlay filesystem"
+    deviations: frozenset[str] = frozenset({"dir-rename-allowed"})
+
+    def __init__(self) -> None:
+        self._daemons: dict[Path, subprocess.Popen[bytes]] = {}
+        self._probe: str | None = None
+
+    def __repr__(self) -> str:
+        return "<FuseBackend>"
+
+    def _executable(self) -> str | None:
+        return shutil.which("fuse-overlayfs")
+
+    def _in_host_namespace(self) -> bool:
+        return os.geteuid() != 0 and _namespace.state().mode is not _namespace.Mode.USERNS
+
+    def probe(self) -> str:
+        if self._probe is None:
+            self._probe = self._check()
+        return self._probe
+
+    def _check(self) -> str:
+        if not _syscalls.available():
+            return "fuse-overlayfs needs Linux"
+        if self._executable() is None:
+            return f"fuse-overlayfs is not installed: {_INSTALL_HINT}"
+        if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+            return (
+                "/dev/fuse is missing or not readable and writable by this user: "
+                "'chmod 0666 /dev/fuse' (the usual mode), or in Docker add --device /dev/fuse"
+            )
+        if self._in_host_namespace() and shutil.which("fusermount3") is None:
+            return "fusermount3 is missing: install the fuse3 package"
+        scratch = Path(tempfile.mkdtemp(prefix="pytest-overlay-probe-")).resolve()
+        try:
+            (scratch / "lower").mkdir()
+            space = create_workspace(scratch, scratch / "lower")
+            self.mount([scratch / "lower"], space)
+            self.unmount(space)
+        except OverlayError as exc:
+            return f"a test mount failed: {exc}"
+        finally:
+            remove_workspace(scratch)
+        return ""
+
+    def activate(self) -> None:
+        return None
+
+    def mount(self, lowers: Sequence[Path], space: Workspace) -> None:
+        exe = self._executable()
+        if exe is None:
+            raise BackendUnavailable(f"fuse-overlayfs is not installed: {_INSTALL_HINT}")
+        # fuse-overlayfs splits lowerdir on ':' with no escape, so each layer is reached
+        # through a symlink with a plain name, and all paths are relative to the workspace.
+        links = space.root / "lowers"
+        links.mkdir()
+        for index, lower in enumerate(lowers):
+            (links / str(index)).symlink_to(lower)
+        lowerdir = ":".join(f"lowers/{i}" for i in range(len(lowers)))
+        options = [f"lowerdir={_escape_option(lowerdir)}", "upperdir=upper", "workdir=work"]
+        if self._in_host_namespace():
+            # A helper unmounts if the daemon dies: no private namespace cleans up here.
+            options.append("auto_unmount")
+        command = [exe, "-f", "-o", ",".join(options), "merged"]
+        log_path = space.root / "fuse-overlayfs.log"
+        # In a user namespace the daemon needs the mount capability itself (ambient).
+        with _namespace.mount_privileges(for_children=True), open(log_path, "wb") as log:
+            daemon = subprocess.Popen(
+                command,
+                cwd=space.root,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                preexec_fn=_die_with_parent,
+            )
+        deadline = time.monotonic() + _MOUNT_TIMEOUT
+        while not os.path.ismount(space.merged):
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                daemon.kill()
+                daemon.wait()
+                message = log_path.read_text(errors="replace").strip().replace("\n", "; ")
+                raise OverlayError(
+                    f"fuse-overlayfs did not mount {space.merged}: {message or 'timed out'}"
+                )
+            time.sleep(0.0005)
+        self._daemons[space.root] = daemon
+
+    def unmount(self, space: Workspace) -> bool:
+        daemon = self._daemons.pop(space.root, None)
+        clean = True
+        if self._in_host_namespace():
+            result = subprocess.run(
+                ["fusermount3", "-u", os.fspath(space.merged)], capture_output=True, check=False
+            )
+            if result.returncode != 0:
+                clean = False
+                subprocess.run(
+                    ["fusermount3", "-u", "-z", os.fspath(space.merged)],
+                    capture_output=True,
+                    check=False,
+                )
+        else:
+            with _namespace.mount_privileges():
+                clean = _mount.unmount(space.merged)
+        if daemon is not None:
+            # Busy and detached: the daemon still serves open files. Don't wait on it; it
+            # gets SIGTERM when pytest exits.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                daemon.wait(timeout=5 if clean else 0.1)
+        return clean
+
+    def changes(self, lowers: Sequence[Path], space: Workspace) -> list[Change]:
+        return diff_upper(space.upper, lowers)
+
+
+FUSE = FuseBackend()

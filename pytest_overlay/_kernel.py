@@ -1,0 +1,120 @@
+"""Kernel overlayfs: mounted by root, or by an ordinary user inside a user namespace."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import final
+
+from pytest_overlay import _mount, _namespace, _syscalls
+from pytest_overlay._errors import BackendUnavailable, OverlayError
+from pytest_overlay._workspace import Workspace, create_workspace, remove_workspace
+from pytest_overlay.changes import Change, diff_upper
+
+_DOCKER_HINT = "in Docker, run the container with --privileged or --cap-add SYS_ADMIN"
+
+
+@final
+class KernelBackend:
+    """Kernel overlayfs through the mount syscalls (ctypes; no mount binary is run)."""
+
+    deviations: frozenset[str] = frozenset()
+
+    def __init__(self, name: str, rank: int, flags: Sequence[str], description: str) -> None:
+        self.name = name
+        self.rank = rank
+        self.description = description
+        self._flags = tuple(flags)
+        self._probe: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<KernelBackend {self.name}>"
+
+    def _eligible(self) -> str:
+        if not _syscalls.available():
+            return "overlayfs needs Linux, and this is " + os.uname().sysname
+        if self.name == "kernel" and os.geteuid() != 0:
+            return (
+                f"mounting needs root, and this process runs as uid {os.geteuid()}: run "
+                "pytest as root, or use the userns backend"
+            )
+        if self.name == "userns" and os.geteuid() == 0:
+            return "only for ordinary users; as root the kernel backend mounts directly"
+        return ""
+
+    def probe(self) -> str:
+        if self._probe is None:
+            self._probe = self._eligible() or self._probe_mount()
+        return self._probe
+
+    def _probe_mount(self) -> str:
+        if self.name == "userns":
+            state = _namespace.state()
+            if state.mode is _namespace.Mode.USERNS:
+                return ""
+            # Not entered yet: the forked probe mounts exactly as we would.
+            return state.reason or (
+                _namespace.userns_hint(failure) if (failure := _namespace.cached_probe()) else ""
+            )
+        scratch = Path(tempfile.mkdtemp(prefix="pytest-overlay-probe-")).resolve()
+        try:
+            (scratch / "lower").mkdir()
+            space = create_workspace(scratch, scratch / "lower")
+            self.mount([scratch / "lower"], space)
+            self.unmount(space)
+        except BackendUnavailable as exc:
+            return str(exc)
+        except OverlayError as exc:
+            return f"a test mount failed: {exc}"
+        finally:
+            remove_workspace(scratch)
+        return ""
+
+    def activate(self) -> None:
+        if self.name == "userns":
+            _namespace.enter_user_namespace()
+
+    def mount(self, lowers: Sequence[Path], space: Workspace) -> None:
+        if self.name == "userns":
+            state = _namespace.enter_user_namespace()
+            if state.mode is not _namespace.Mode.USERNS:
+                raise BackendUnavailable(state.reason)
+        try:
+            with _namespace.mount_privileges():
+                _mount.mount_overlay(
+                    lowers, space.upper, space.work, space.merged, flags=self._flags
+                )
+        except OSError as exc:
+            if exc.errno == errno.EPERM:
+                raise BackendUnavailable(
+                    "the kernel refused to mount overlayfs (EPERM): this process lacks "
+                    f"CAP_SYS_ADMIN; {_DOCKER_HINT}"
+                ) from exc
+            layers = ", ".join(str(p) for p in lowers)
+            raise OverlayError(
+                f"mounting overlayfs at {space.merged} over [{layers}] failed: {exc.strerror}"
+            ) from exc
+
+    def unmount(self, space: Workspace) -> bool:
+        with _namespace.mount_privileges():
+            return _mount.unmount(space.merged)
+
+    def changes(self, lowers: Sequence[Path], space: Workspace) -> list[Change]:
+        return diff_upper(space.upper, lowers)
+
+
+# volatile: the upper layer is thrown away, so skip the sync on unmount (12 ms -> 0.2 ms).
+ROOT_KERNEL = KernelBackend(
+    "kernel", 10, ("volatile",), "kernel overlayfs, mounted by root in a private mount namespace"
+)
+# userxattr: an unprivileged mount cannot write trusted.* xattrs, and without it removing
+# a lower directory later fails with EIO.
+USERNS_KERNEL = KernelBackend(
+    "userns",
+    20,
+    ("userxattr", "volatile"),
+    "kernel overlayfs, mounted by an ordinary user in a user namespace",
+)

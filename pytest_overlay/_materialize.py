@@ -1,0 +1,274 @@
+"""Union semantics on plain directories, for the copy backend.
+
+``materialize`` copies the union of lower layers (which may hold whiteouts and opaque
+directories) into an ordinary directory and records a :class:`Baseline`: the identity of
+every entry it created. ``diff_baseline`` later walks the directory and reports changes in
+the same vocabulary, and by the same rules, as an overlayfs upper layer would give them;
+``write_upper`` turns those changes into a real upper layer (char 0/0 whiteouts, opaque
+xattrs) so the result can be stacked like any other layer.
+
+Identity is (type, inode, ctime_ns, size): ctime moves on every write, chmod, utime, link
+and rename, and cannot be set back by the test, so a same-size rewrite that restores
+mtime is still seen. Size and mtime alone would miss it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytest_overlay import _format
+from pytest_overlay._errors import OverlayError
+from pytest_overlay.changes import Change, ChangeKind, sort_changes
+
+_FICLONE = 0x40049409  # linux/fs.h: share the source's extents (btrfs, XFS, bcachefs)
+
+Identity = tuple[int, int, int, int]
+
+
+def _identity(st: os.stat_result) -> Identity:
+    return (stat.S_IFMT(st.st_mode), st.st_ino, st.st_ctime_ns, st.st_size)
+
+
+@dataclass
+class Baseline:
+    """What ``materialize`` created: identities by path and directory listings."""
+
+    entries: dict[str, Identity] = field(default_factory=dict)
+    children: dict[str, set[str]] = field(default_factory=dict)
+    #: Whether regular files were cloned (reflinked) rather than copied byte by byte.
+    reflinked: bool = False
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+def _copy_data(src: int, dst: int) -> None:
+    try:
+        # In-kernel copy: no round trip through Python, and it clones where it can.
+        while os.copy_file_range(src, dst, 1 << 30):
+            pass
+    except OSError:
+        os.lseek(src, 0, os.SEEK_SET)
+        os.lseek(dst, 0, os.SEEK_SET)
+        os.ftruncate(dst, 0)
+        while chunk := os.read(src, 1 << 20):
+            os.write(dst, chunk)
+
+
+class _Copier:
+    def __init__(self, lowers: Sequence[Path], target: Path) -> None:
+        self.lowers = [os.fspath(p) for p in lowers]
+        self.target = os.fspath(target)
+        self.baseline = Baseline()
+        self.try_reflink = True
+        self.as_root = os.geteuid() == 0
+
+    def _copy_file(self, src: str, dst: str, st: os.stat_result) -> None:
+        with open(src, "rb") as fsrc, open(dst, "wb") as fdst:
+            if self.try_reflink:
+                try:
+                    fcntl.ioctl(fdst.fileno(), _FICLONE, fsrc.fileno())
+                    self.baseline.reflinked = True
+                    return
+                except OSError as exc:
+                    if exc.errno not in (
+                        errno.EOPNOTSUPP,
+                        errno.EXDEV,
+                        errno.EINVAL,
+                        errno.ENOTTY,
+                        errno.EBADF,
+                    ):
+                        raise
+                    # One refusal means this filesystem pair cannot clone: stop asking.
+                    self.try_reflink = False
+            _copy_data(fsrc.fileno(), fdst.fileno())
+
+    def _symlink_target(self, target: str) -> str:
+        # An absolute link into a lower layer would let writes through it reach the base:
+        # point it at the same place inside the copy instead.
+        if os.path.isabs(target):
+            normal = os.path.normpath(target)
+            for lower in self.lowers:
+                if normal == lower or normal.startswith(lower + os.sep):
+                    return os.path.join(self.target, os.path.relpath(normal, lower))
+        return target
+
+    def fill(self, rel: str, sources: list[str], dest: str) -> None:
+        """Create in *dest* the union of directories *sources* (top-most first)."""
+        found: dict[str, tuple[str, os.stat_result, list[str]] | None] = {}
+        merging: dict[str, bool] = {}
+        for source in sources:
+            with os.scandir(source) as it:
+                for entry in it:
+                    name = entry.name
+                    st = entry.stat(follow_symlinks=False)
+                    whiteout = _format.is_whiteout(entry.path, st)
+                    if name not in found:
+                        if whiteout:
+                            found[name] = None
+                            continue
+                        is_dir = stat.S_ISDIR(st.st_mode)
+                        found[name] = (entry.path, st, [entry.path])
+                        merging[name] = is_dir and not _format.is_opaque(entry.path)
+                        continue
+                    current = found[name]
+                    if current is None or not merging.get(name):
+                        continue
+                    if whiteout or not stat.S_ISDIR(st.st_mode):
+                        merging[name] = False
+                        continue
+                    current[2].append(entry.path)
+                    merging[name] = not _format.is_opaque(entry.path)
+        names: set[str] = set()
+        for name, item in found.items():
+            if item is None:
+                continue
+            path, st, dirs = item
+            child_rel = _join(rel, name)
+            child_dest = os.path.join(dest, name)
+            if not self._create(child_rel, path, st, dirs, child_dest):
+                continue
+            names.add(name)
+        self.baseline.children[rel] = names
+
+    def _create(self, rel: str, src: str, st: os.stat_result, dirs: list[str], dest: str) -> bool:
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            os.mkdir(dest, 0o700)
+            self.fill(rel, dirs, dest)
+        elif stat.S_ISREG(mode):
+            self._copy_file(src, dest, st)
+        elif stat.S_ISLNK(mode):
+            os.symlink(self._symlink_target(os.readlink(src)), dest)
+        elif stat.S_ISFIFO(mode):
+            os.mkfifo(dest)
+        else:
+            # Sockets and device nodes cannot be copied meaningfully; leave them out.
+            return False
+        if self.as_root:
+            os.lchown(dest, st.st_uid, st.st_gid)
+        if not stat.S_ISLNK(mode):
+            os.chmod(dest, stat.S_IMODE(mode))
+        os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        self.baseline.entries[rel] = _identity(os.lstat(dest))
+        return True
+
+
+def materialize(lowers: Sequence[Path], target: Path) -> Baseline:
+    """Copy the union of *lowers* (top-most first) into the empty directory *target*."""
+    copier = _Copier(lowers, target)
+    copier.fill("", copier.lowers, copier.target)
+    return copier.baseline
+
+
+def diff_baseline(root: Path, baseline: Baseline) -> list[Change]:
+    """Compare the tree at *root* with what ``materialize`` put there."""
+    return sort_changes(_diff_dir(os.fspath(root), "", baseline, compare=True))
+
+
+def _diff_dir(directory: str, rel: str, baseline: Baseline, *, compare: bool) -> Iterator[Change]:
+    with os.scandir(directory) as it:
+        entries = list(it)
+    for entry in entries:
+        child = _join(rel, entry.name)
+        st = entry.stat(follow_symlinks=False)
+        ident = _identity(st)
+        before = baseline.entries.get(child) if compare else None
+        if before is None:
+            yield Change(ChangeKind.ADD, child)
+            if stat.S_ISDIR(st.st_mode):
+                yield from _diff_dir(entry.path, child, baseline, compare=False)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            if ident != before:
+                yield Change(ChangeKind.MODIFY, child)
+            continue
+        if before[0] != stat.S_IFDIR:
+            # A file replaced by a directory: the new directory hides nothing below it.
+            yield Change(ChangeKind.MODIFY, child)
+            yield from _diff_dir(entry.path, child, baseline, compare=False)
+            continue
+        # Same inode: compare children one by one. A new inode is a directory removed and
+        # made again, which overlayfs turns into an opaque directory: all children are new.
+        recreated = ident[1] != before[1]
+        inner = list(_diff_dir(entry.path, child, baseline, compare=not recreated))
+        present = {e.name for e in _scandir(entry.path)}
+        gone = sorted(baseline.children.get(child, set()) - present)
+        inner.extend(Change(ChangeKind.DELETE, _join(child, name)) for name in gone)
+        if inner or ident != before:
+            yield Change(ChangeKind.MODIFY, child)
+            yield from inner
+    if rel == "" and compare:
+        present = {e.name for e in entries}
+        for name in sorted(baseline.children.get("", set()) - present):
+            yield Change(ChangeKind.DELETE, name)
+
+
+def _scandir(path: str) -> list[os.DirEntry[str]]:
+    with os.scandir(path) as it:
+        return list(it)
+
+
+def opaque_dirs(root: Path, baseline: Baseline, changes: Sequence[Change]) -> set[str]:
+    """Directories among *changes* that overlayfs would mark opaque (made over a deletion)."""
+    result = set()
+    for change in changes:
+        if change.kind is not ChangeKind.MODIFY:
+            continue
+        st = os.lstat(root / change.path)
+        before = baseline.entries.get(change.path)
+        recreated = before is not None and (before[0] != stat.S_IFDIR or before[1] != st.st_ino)
+        if stat.S_ISDIR(st.st_mode) and recreated:
+            result.add(change.path)
+    return result
+
+
+def _opaque_xattr() -> str:
+    # The name overlayfs itself reads for the mounts pytest-overlay makes as this user.
+    return "trusted.overlay.opaque" if os.geteuid() == 0 else "user.overlay.opaque"
+
+
+def write_upper(root: Path, baseline: Baseline, changes: Sequence[Change], upper: Path) -> None:
+    """Write *changes* of the tree at *root* into *upper* as an overlayfs upper layer."""
+    opaque = opaque_dirs(root, baseline, changes)
+    dirs: list[tuple[Path, os.stat_result]] = []
+    for change in changes:
+        dest = upper / change.path
+        if change.kind is ChangeKind.DELETE:
+            try:
+                os.mknod(dest, stat.S_IFCHR, os.makedev(0, 0))
+            except PermissionError as exc:
+                raise OverlayError(
+                    f"cannot record the deletion of {change.path} as a whiteout (char device "
+                    "0/0) in the copy backend's upper layer: this system does not let an "
+                    "ordinary user create one; run as root or use a kernel backend"
+                ) from exc
+            continue
+        src = root / change.path
+        st = os.lstat(src)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(dest, 0o700)
+            if change.path in opaque:
+                os.setxattr(dest, _opaque_xattr(), b"y")
+            dirs.append((dest, st))
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(src), dest)
+        elif stat.S_ISREG(st.st_mode):
+            shutil.copy2(src, dest, follow_symlinks=False)
+        elif stat.S_ISFIFO(st.st_mode):
+            os.mkfifo(dest, stat.S_IMODE(st.st_mode))
+    # Directory modes and times last: making a read-only directory first would block
+    # writing its children, and writing children would move its mtime.
+    for dest, st in reversed(dirs):
+        os.chmod(dest, stat.S_IMODE(st.st_mode))
+        with contextlib.suppress(OSError):
+            os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
