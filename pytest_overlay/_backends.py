@@ -28,6 +28,8 @@ DEVIATIONS: dict[str, str] = {
     "open-without-write-unchanged": "opening a base file for writing without writing to "
     "it is not a change (overlayfs copies it up and reports MODIFY)",
     "not-a-mount-point": "merged is an ordinary directory, not a mount point",
+    "no-dotdot-at-root": "reading the merged root directory lists no '..' entry (ls -a); "
+    "os.listdir and os.scandir never show it anyway",
     "changes-scan-whole-tree": "changes() walks the whole merged tree, so its cost grows "
     "with the size of the base",
     "setup-copies-base": "setting up copies the base, so its cost grows with the size of "

@@ -63,4 +63,12 @@ def is_whiteout(path: str | os.PathLike[str], st: os.stat_result) -> bool:
 
 def is_opaque(path: str | os.PathLike[str]) -> bool:
     """Whether the directory at *path* hides the same-named directories below it."""
-    return any(_getxattr(path, name) == b"y" for name in OPAQUE_XATTRS)
+    if any(_getxattr(path, name) == b"y" for name in OPAQUE_XATTRS):
+        return True
+    # fuse-overlayfs also drops an OCI-style marker file into directories it makes opaque.
+    return os.path.lexists(os.path.join(path, OCI_OPAQUE_MARKER))
+
+
+def is_marker_name(name: str) -> bool:
+    """Whether a directory entry named *name* is bookkeeping, not content."""
+    return name == OCI_OPAQUE_MARKER

@@ -40,7 +40,7 @@ class FuseBackend:
     name = "fuse"
     rank = 30
     description = "fuse-overlayfs, the user-space overlay filesystem"
-    deviations: frozenset[str] = frozenset({"dir-rename-allowed"})
+    deviations: frozenset[str] = frozenset({"no-dotdot-at-root"})
 
     def __init__(self) -> None:
         self._daemons: dict[Path, subprocess.Popen[bytes]] = {}
@@ -94,6 +94,7 @@ class FuseBackend:
         # fuse-overlayfs splits lowerdir on ':' with no escape, so each layer is reached
         # through a symlink with a plain name, and all paths are relative to the workspace.
         links = space.root / "lowers"
+        shutil.rmtree(links, ignore_errors=True)
         links.mkdir()
         for index, lower in enumerate(lowers):
             (links / str(index)).symlink_to(lower)

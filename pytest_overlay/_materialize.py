@@ -20,6 +20,7 @@ import fcntl
 import os
 import shutil
 import stat
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +31,31 @@ from pytest_overlay.changes import Change, ChangeKind, sort_changes
 
 _FICLONE = 0x40049409  # linux/fs.h: share the source's extents (btrfs, XFS, bcachefs)
 
-Identity = tuple[int, int, int, int]
+_FS_IOC_GETVERSION = 0x80087601  # linux/fs.h: the inode's generation number
+
+#: (type, inode, ctime_ns, size, generation); generation is 0 for non-directories.
+Identity = tuple[int, int, int, int, int]
 
 
-def _identity(st: os.stat_result) -> Identity:
-    return (stat.S_IFMT(st.st_mode), st.st_ino, st.st_ctime_ns, st.st_size)
+def _generation(path: str) -> int:
+    # rm -rf d; mkdir d often gets d's old inode number back on ext4; the generation
+    # number tells the new directory from the old one, as overlayfs's opaque flag does.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        return struct.unpack("l", fcntl.ioctl(fd, _FS_IOC_GETVERSION, bytes(8)))[0]
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+
+
+def _identity(path: str, st: os.stat_result) -> Identity:
+    kind = stat.S_IFMT(st.st_mode)
+    generation = _generation(path) if kind == stat.S_IFDIR else 0
+    return (kind, st.st_ino, st.st_ctime_ns, st.st_size, generation)
 
 
 @dataclass
@@ -110,6 +131,8 @@ class _Copier:
             with os.scandir(source) as it:
                 for entry in it:
                     name = entry.name
+                    if _format.is_marker_name(name):
+                        continue
                     st = entry.stat(follow_symlinks=False)
                     whiteout = _format.is_whiteout(entry.path, st)
                     if name not in found:
@@ -159,7 +182,7 @@ class _Copier:
         if not stat.S_ISLNK(mode):
             os.chmod(dest, stat.S_IMODE(mode))
         os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-        self.baseline.entries[rel] = _identity(os.lstat(dest))
+        self.baseline.entries[rel] = _identity(dest, os.lstat(dest))
         return True
 
 
@@ -181,7 +204,7 @@ def _diff_dir(directory: str, rel: str, baseline: Baseline, *, compare: bool) ->
     for entry in entries:
         child = _join(rel, entry.name)
         st = entry.stat(follow_symlinks=False)
-        ident = _identity(st)
+        ident = _identity(entry.path, st)
         before = baseline.entries.get(child) if compare else None
         if before is None:
             yield Change(ChangeKind.ADD, child)
@@ -199,7 +222,7 @@ def _diff_dir(directory: str, rel: str, baseline: Baseline, *, compare: bool) ->
             continue
         # Same inode: compare children one by one. A new inode is a directory removed and
         # made again, which overlayfs turns into an opaque directory: all children are new.
-        recreated = ident[1] != before[1]
+        recreated = ident[1] != before[1] or ident[4] != before[4]
         inner = list(_diff_dir(entry.path, child, baseline, compare=not recreated))
         present = {e.name for e in _scandir(entry.path)}
         gone = sorted(baseline.children.get(child, set()) - present)
@@ -224,9 +247,13 @@ def opaque_dirs(root: Path, baseline: Baseline, changes: Sequence[Change]) -> se
     for change in changes:
         if change.kind is not ChangeKind.MODIFY:
             continue
-        st = os.lstat(root / change.path)
+        path = os.fspath(root / change.path)
+        st = os.lstat(path)
         before = baseline.entries.get(change.path)
-        recreated = before is not None and (before[0] != stat.S_IFDIR or before[1] != st.st_ino)
+        now = _identity(path, st)
+        recreated = before is not None and (
+            before[0] != stat.S_IFDIR or before[1] != now[1] or before[4] != now[4]
+        )
         if stat.S_ISDIR(st.st_mode) and recreated:
             result.add(change.path)
     return result

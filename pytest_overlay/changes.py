@@ -117,6 +117,8 @@ class LowerView:
                 for entry in entries:
                     if entry.name in names or entry.name in hidden:
                         continue
+                    if _format.is_marker_name(entry.name):
+                        continue
                     if _format.is_whiteout(entry.path, entry.stat(follow_symlinks=False)):
                         hidden.add(entry.name)
                     else:
@@ -140,6 +142,8 @@ def _walk(
     with os.scandir(directory) as it:
         entries = list(it)
     for entry in entries:
+        if _format.is_marker_name(entry.name):
+            continue
         rel = f"{prefix}{entry.name}"
         st = entry.stat(follow_symlinks=False)
         lower_kind = view.kind(rel) if lower_visible else None
@@ -155,13 +159,19 @@ def _walk(
             continue
         below = lower_kind == stat.S_IFDIR
         if below and _format.is_opaque(entry.path):
-            present = {e.name for e in entries_of(entry.path)}
+            # A whiteout inside an opaque directory hides nothing more, so it does not
+            # count as present: its name is reported deleted like any other hidden one.
+            present = {
+                e.name
+                for e in _entries(entry.path)
+                if not _format.is_whiteout(e.path, e.stat(follow_symlinks=False))
+            }
             for name in sorted(view.listdir(rel) - present):
                 yield Change(ChangeKind.DELETE, f"{rel}/{name}")
             below = False
         yield from _walk(Path(entry.path), f"{rel}/", view, lower_visible=below)
 
 
-def entries_of(path: str | os.PathLike[str]) -> list[os.DirEntry[str]]:
+def _entries(path: str | os.PathLike[str]) -> list[os.DirEntry[str]]:
     with os.scandir(path) as it:
         return list(it)

@@ -1,0 +1,251 @@
+"""The same behaviour on every backend that works here; deliberate differences are declared.
+
+Each backend is probed; one that cannot work on this machine is skipped with its reason.
+A difference from kernel overlayfs is expected only where the backend lists the key in
+``deviations`` (see ``pytest_overlay._backends.DEVIATIONS``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_overlay import Change, ChangeKind, OverlayStack
+from pytest_overlay._backends import DEVIATIONS, Backend, builtin_backends
+from pytest_overlay._materialize import _opaque_xattr
+from pytest_overlay.changes import diff_upper
+from tests.helpers import make_tree, overlay_mounts, tree_digest
+
+A, M, D = ChangeKind.ADD, ChangeKind.MODIFY, ChangeKind.DELETE
+BACKENDS = {b.name: b for b in builtin_backends()}
+
+
+@pytest.fixture(params=sorted(BACKENDS, key=lambda n: BACKENDS[n].rank))
+def backend(request: pytest.FixtureRequest) -> Backend:
+    candidate = BACKENDS[request.param]
+    reason = candidate.probe()
+    if reason:
+        pytest.skip(f"{candidate.name} does not work here: {reason}")
+    return candidate
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    base = make_tree(
+        tmp_path / "base",
+        {
+            "file.txt": "original\n",
+            "empty": "",
+            "dir": {"inner.txt": "inner\n", "sub": {"deep": "d"}},
+            "link": ("symlink", "file.txt"),
+        },
+    )
+    os.chmod(base / "file.txt", 0o640)
+    return base
+
+
+@pytest.fixture
+def stack(backend: Backend, base: Path, tmp_path: Path) -> Iterator[OverlayStack]:
+    with OverlayStack([base], workspace=tmp_path / "ws", backend=backend) as s:
+        yield s
+
+
+def deviates(backend: Backend, key: str) -> bool:
+    assert key in DEVIATIONS, key
+    return key in backend.deviations
+
+
+def upper_after_unmount(stack: OverlayStack) -> list[Change]:
+    """Unmount and read back the upper layer the backend left, as a list of changes."""
+    assert stack._backend is not None and stack._space is not None
+    stack._backend.unmount(stack._space)
+    changes = diff_upper(stack._space.upper, stack.lowers)
+    # Hand the stack a mount again so its own close() has something to take down.
+    stack._space.merged.rmdir()
+    stack._space.merged.mkdir()
+    stack._space.work.rename(stack._space.root / "old-work")
+    stack._space.work.mkdir()
+    stack._space.upper.rename(stack._space.root / "old-upper")
+    stack._space.upper.mkdir()
+    stack._backend.mount(stack.lowers, stack._space)
+    return changes
+
+
+def test_reads_see_the_base(stack: OverlayStack) -> None:
+    m = stack.merged
+    assert sorted(os.listdir(m)) == ["dir", "empty", "file.txt", "link"]
+    assert (m / "dir" / "sub" / "deep").read_text() == "d"
+    assert os.readlink(m / "link") == "file.txt"
+    assert stat.S_IMODE(os.stat(m / "file.txt").st_mode) == 0o640
+    assert stack.changes() == []
+
+
+def test_write_is_a_modify_and_leaves_the_base(stack: OverlayStack, base: Path) -> None:
+    (stack.merged / "dir" / "inner.txt").write_text("changed\n")
+    expected = [Change(M, "dir"), Change(M, "dir/inner.txt")]
+    assert stack.changes() == expected
+    assert (base / "dir" / "inner.txt").read_text() == "inner\n"
+    assert upper_after_unmount(stack) == expected
+
+
+def test_same_size_rewrite_with_restored_mtime_is_seen(stack: OverlayStack) -> None:
+    target = stack.merged / "file.txt"
+    before = os.stat(target)
+    target.write_text("ORIGINAL\n")
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert stack.changes() == [Change(M, "file.txt")]
+
+
+def test_delete_is_a_whiteout(stack: OverlayStack) -> None:
+    (stack.merged / "file.txt").unlink()
+    shutil.rmtree(stack.merged / "dir" / "sub")
+    expected = [Change(M, "dir"), Change(D, "dir/sub"), Change(D, "file.txt")]
+    assert stack.changes() == expected
+    assert upper_after_unmount(stack) == expected
+    st = os.lstat(stack.upper.parent / "old-upper" / "file.txt")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def test_rm_rf_then_mkdir_is_opaque(stack: OverlayStack) -> None:
+    shutil.rmtree(stack.merged / "dir")
+    (stack.merged / "dir").mkdir()
+    (stack.merged / "dir" / "inner.txt").write_text("new\n")
+    assert sorted(os.listdir(stack.merged / "dir")) == ["inner.txt"]
+    expected = [
+        Change(M, "dir"),
+        Change(A, "dir/inner.txt"),
+        Change(D, "dir/sub"),
+    ]
+    assert stack.changes() == expected
+    assert upper_after_unmount(stack) == expected
+
+
+def test_new_tree_and_symlink_are_adds(stack: OverlayStack) -> None:
+    make_tree(stack.merged / "new", {"a": "a", "b": {"c": "c"}})
+    (stack.merged / "new" / "l").symlink_to("/nowhere")
+    expected = [
+        Change(A, "new"),
+        Change(A, "new/a"),
+        Change(A, "new/b"),
+        Change(A, "new/b/c"),
+        Change(A, "new/l"),
+    ]
+    assert stack.changes() == expected
+    assert upper_after_unmount(stack) == expected
+
+
+def test_rename_of_a_base_file(stack: OverlayStack) -> None:
+    os.rename(stack.merged / "file.txt", stack.merged / "moved.txt")
+    assert (stack.merged / "moved.txt").read_text() == "original\n"
+    assert stack.changes() == [Change(D, "file.txt"), Change(A, "moved.txt")]
+
+
+def test_chmod_is_a_modify(stack: OverlayStack) -> None:
+    os.chmod(stack.merged / "empty", 0o600)
+    assert stack.changes() == [Change(M, "empty")]
+    assert stat.S_IMODE(os.stat(stack.merged / "empty").st_mode) == 0o600
+
+
+def test_directory_rename_of_base_dir(stack: OverlayStack, backend: Backend) -> None:
+    if deviates(backend, "dir-rename-allowed"):
+        os.rename(stack.merged / "dir", stack.merged / "moved")
+        assert (stack.merged / "moved" / "sub" / "deep").read_text() == "d"
+        return
+    with pytest.raises(OSError) as info:
+        os.rename(stack.merged / "dir", stack.merged / "moved")
+    assert info.value.errno == errno.EXDEV
+
+
+def test_open_for_write_without_writing(stack: OverlayStack, backend: Backend) -> None:
+    with open(stack.merged / "file.txt", "r+"):
+        pass
+    expected = [] if deviates(backend, "open-without-write-unchanged") else [Change(M, "file.txt")]
+    assert stack.changes() == expected
+
+
+def test_merged_is_a_mount_point(stack: OverlayStack, backend: Backend) -> None:
+    is_mount = os.path.ismount(stack.merged)
+    assert is_mount is not deviates(backend, "not-a-mount-point")
+    if is_mount:
+        assert str(stack.merged) in overlay_mounts()
+
+
+def test_subprocess_sees_the_union(stack: OverlayStack, backend: Backend) -> None:
+    (stack.merged / "made-here").write_text("x")
+    listing = subprocess.run(
+        ["ls", "-a"], cwd=stack.merged, check=True, capture_output=True, text=True
+    ).stdout.split()
+    dots = [".", ".."] if not deviates(backend, "no-dotdot-at-root") else ["."]
+    assert sorted(listing) == [*dots, "dir", "empty", "file.txt", "link", "made-here"]
+
+
+def test_layers_merge_top_most_first(backend: Backend, tmp_path: Path) -> None:
+    top = make_tree(tmp_path / "top", {"shared": "top", "d": {"t": "t"}, "x": "file"})
+    bottom = make_tree(
+        tmp_path / "bottom", {"shared": "bottom", "d": {"b": "b"}, "x": {"hidden": "h"}}
+    )
+    with OverlayStack([top, bottom], workspace=tmp_path / "ws", backend=backend) as s:
+        assert (s.merged / "shared").read_text() == "top"
+        assert sorted(os.listdir(s.merged / "d")) == ["b", "t"]
+        assert (s.merged / "x").read_text() == "file"
+
+
+def test_lowers_with_whiteouts_and_opaque_dirs(backend: Backend, tmp_path: Path) -> None:
+    # The layers of a multi-layer image: the top one deleted and replaced things below.
+    top = make_tree(tmp_path / "top", {"d": {"new": "n"}, "o": {"mine": "m"}})
+    os.mknod(top / "gone", stat.S_IFCHR, os.makedev(0, 0))
+    os.mknod(top / "d" / "old", stat.S_IFCHR, os.makedev(0, 0))
+    os.setxattr(top / "o", _opaque_xattr(), b"y")
+    bottom = make_tree(
+        tmp_path / "bottom",
+        {"gone": "g", "d": {"old": "o", "kept": "k"}, "o": {"theirs": "t"}, "plain": "p"},
+    )
+    with OverlayStack([top, bottom], workspace=tmp_path / "ws", backend=backend) as s:
+        assert sorted(os.listdir(s.merged)) == ["d", "o", "plain"]
+        assert sorted(os.listdir(s.merged / "d")) == ["kept", "new"]
+        assert sorted(os.listdir(s.merged / "o")) == ["mine"]
+        (s.merged / "d" / "kept").unlink()
+        assert s.changes() == [Change(M, "d"), Change(D, "d/kept")]
+
+
+def test_base_is_byte_identical_afterwards(backend: Backend, base: Path, tmp_path: Path) -> None:
+    before = tree_digest(base)
+    with OverlayStack([base], workspace=tmp_path / "ws", backend=backend) as s:
+        m = s.merged
+        (m / "file.txt").write_text("x" * 100)
+        with open(m / "dir" / "inner.txt", "r+") as f:
+            f.truncate(2)
+        os.chmod(m / "dir", 0o700)
+        os.utime(m / "empty", (1, 1))
+        shutil.rmtree(m / "dir" / "sub")
+        (m / "link").unlink()
+    assert tree_digest(base) == before
+
+
+def test_absolute_symlink_into_the_base_does_not_leak_writes(
+    backend: Backend, tmp_path: Path
+) -> None:
+    base = make_tree(tmp_path / "base", {"target": "safe"})
+    (base / "abs").symlink_to(base / "target")
+    with OverlayStack([base], workspace=tmp_path / "ws", backend=backend) as s:
+        if backend.name != "copy":
+            # A kernel union keeps the link as it is: it points at the base itself.
+            assert os.readlink(s.merged / "abs") == str(base / "target")
+            return
+        # The copy backend points such links into the copy instead.
+        (s.merged / "abs").write_text("written through the link")
+    assert (base / "target").read_text() == "safe"
+
+
+def test_merged_root_takes_the_base_root_mode(backend: Backend, tmp_path: Path) -> None:
+    base = make_tree(tmp_path / "base", {"f": "f"})
+    os.chmod(base, 0o750)
+    with OverlayStack([base], workspace=tmp_path / "ws", backend=backend) as s:
+        assert stat.S_IMODE(os.stat(s.merged).st_mode) == 0o750
