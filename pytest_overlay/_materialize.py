@@ -45,7 +45,8 @@ def _generation(path: str) -> int:
     except OSError:
         return 0
     try:
-        return struct.unpack("l", fcntl.ioctl(fd, _FS_IOC_GETVERSION, bytes(8)))[0]
+        (generation,) = struct.unpack("l", fcntl.ioctl(fd, _FS_IOC_GETVERSION, bytes(8)))
+        return int(generation)
     except OSError:
         return 0
     finally:

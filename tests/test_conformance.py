@@ -29,7 +29,7 @@ BACKENDS = {b.name: b for b in builtin_backends()}
 
 @pytest.fixture(params=sorted(BACKENDS, key=lambda n: BACKENDS[n].rank))
 def backend(request: pytest.FixtureRequest) -> Backend:
-    candidate = BACKENDS[request.param]
+    candidate = BACKENDS[str(request.param)]
     reason = candidate.probe()
     if reason:
         pytest.skip(f"{candidate.name} does not work here: {reason}")
@@ -64,7 +64,8 @@ def deviates(backend: Backend, key: str) -> bool:
 
 def upper_after_unmount(stack: OverlayStack) -> list[Change]:
     """Unmount and read back the upper layer the backend left, as a list of changes."""
-    assert stack._backend is not None and stack._space is not None
+    assert stack._backend is not None
+    assert stack._space is not None
     stack._backend.unmount(stack._space)
     changes = diff_upper(stack._space.upper, stack.lowers)
     # Hand the stack a mount again so its own close() has something to take down.
@@ -110,7 +111,8 @@ def test_delete_is_a_whiteout(stack: OverlayStack) -> None:
     assert stack.changes() == expected
     assert upper_after_unmount(stack) == expected
     st = os.lstat(stack.upper.parent / "old-upper" / "file.txt")
-    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    assert stat.S_ISCHR(st.st_mode)
+    assert st.st_rdev == 0
 
 
 def test_rm_rf_then_mkdir_is_opaque(stack: OverlayStack) -> None:
