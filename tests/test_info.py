@@ -19,7 +19,7 @@ def test_info_lists_every_backend_and_exits(pytester: pytest.Pytester) -> None:
     assert "never_runs" not in out
     result.stdout.fnmatch_lines(["*ok *copy *", "tests that use overlay_stack mount through: *"])
     if os.geteuid() == 0:
-        result.stdout.fnmatch_lines(["*no  userns*", "*only for ordinary users*", "*<- chosen*"])
+        result.stdout.fnmatch_lines(["*ok  kernel*<- chosen", "*no  userns*", "*ordinary users*"])
     else:
         result.stdout.fnmatch_lines(["*no  kernel*", "*mounting needs root*"])
 
