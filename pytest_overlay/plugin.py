@@ -65,8 +65,8 @@ def pytest_configure(config: pytest.Config) -> None:
     _session.validate(config)
     if not _linux():
         return
-    if _namespace.adopt_inherited().mode is _namespace.Mode.USERNS:
-        return  # a pytest-xdist worker of a controller that entered a user namespace
+    # A pytest-xdist worker takes over the user namespace its controller entered.
+    _namespace.adopt_inherited()
     if _session.running_as_root():
         # Cheap, and from here on no mount this process makes can outlive it.
         _namespace.enter_private_mount_namespace()
