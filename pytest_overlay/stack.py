@@ -9,15 +9,33 @@ from pathlib import Path
 from types import TracebackType
 from typing import final
 
-from pytest_overlay import _backends
+from pytest_overlay import _backends, _busy, _statediff
 from pytest_overlay._backends import Backend
 from pytest_overlay._errors import OverlayError
+from pytest_overlay._mount import MAX_LOWER_LAYERS
 from pytest_overlay._workspace import Workspace, create_workspace, remove_workspace
 from pytest_overlay.changes import Change
+from pytest_overlay.snapshot import (
+    FrozenLayer,
+    Layer,
+    Snapshot,
+    WorkspaceKeeper,
+    chain_of,
+    chain_paths,
+    common_suffix,
+    freeze_upper,
+    fresh_upper,
+    is_empty_upper,
+    layer_path,
+    make_snapshot,
+    root_attributes,
+)
 
 __all__ = ["OverlayStack"]
 
 LayerLike = str | os.PathLike[str]
+#: One base of a stack: a directory, or a snapshot (standing for its layers).
+BaseLike = LayerLike | Snapshot
 
 
 def _check_lower(raw: LayerLike) -> Path:
@@ -41,6 +59,16 @@ def _check_lower(raw: LayerLike) -> Path:
             f"lower layer {str(raw)!r} is not a directory: a layer is a directory tree"
         )
     return resolved
+
+
+def _expand(lowers: Sequence[BaseLike]) -> tuple[Layer, ...]:
+    chain: list[Layer] = []
+    for item in lowers:
+        if isinstance(item, Snapshot):
+            chain.extend(chain_of(item))
+        else:
+            chain.append(_check_lower(item))
+    return tuple(chain)
 
 
 def _check_layout(lowers: Sequence[Path], workspace: Path | None) -> None:
@@ -76,6 +104,8 @@ class OverlayStack:
     Use it as a context manager, or call :meth:`mount` and :meth:`close`. Everything
     written under :attr:`merged` lands in :attr:`upper`; the lowers are never modified.
     Closing unmounts the union and deletes the upper layer, work and merged directories.
+    A lower may be a :class:`~pytest_overlay.Snapshot`, which stands for its layers;
+    :meth:`snapshot` and :meth:`restore` freeze the current state and roll back to one.
 
     *workspace* is the directory under which a fresh ``stack-*`` directory is created per
     mount (default: a new temporary directory). *backend* is ``"auto"`` (the best that
@@ -85,7 +115,7 @@ class OverlayStack:
 
     def __init__(
         self,
-        lowers: Sequence[LayerLike],
+        lowers: Sequence[BaseLike],
         *,
         workspace: LayerLike | None = None,
         backend: str | Backend = "auto",
@@ -97,13 +127,22 @@ class OverlayStack:
             )
         if not lowers:
             raise OverlayError("an overlay needs at least one lower layer")
-        self.lowers: tuple[Path, ...] = tuple(_check_lower(p) for p in lowers)
+        self._base = _expand(lowers)
         self._workspace_parent = Path(workspace) if workspace is not None else None
-        _check_layout(self.lowers, self._workspace_parent)
+        _check_layout(chain_paths(self._base), self._workspace_parent)
         self._requested = backend
         self._name = name
         self._space: Workspace | None = None
         self._backend: Backend | None = None
+        # Snapshot state of the current mount: the layers under the upper, top-most
+        # first (the base, with frozen layers on top after snapshots), the owner of the
+        # workspace, the base as a Snapshot, and the upper root as it was made.
+        self._chain: tuple[Layer, ...] = self._base
+        self._keeper: WorkspaceKeeper | None = None
+        self._origin: Snapshot | None = None
+        self._frozen = 0
+        self._taken = 0
+        self._upper_attributes: tuple[object, ...] = ()
         #: False if the last unmount found the union busy and detached it lazily.
         self.clean_unmount = True
 
@@ -111,6 +150,15 @@ class OverlayStack:
         state = f"mounted at {self._space.merged}" if self._space else "not mounted"
         layers = ", ".join(str(p) for p in self.lowers)
         return f"<OverlayStack [{layers}] {state}>"
+
+    @property
+    def lowers(self) -> tuple[Path, ...]:
+        """The read-only layers under :attr:`upper`, top-most first.
+
+        The base layers; after :meth:`snapshot` the frozen layers come first, and after
+        :meth:`restore` they are the snapshot's :attr:`~pytest_overlay.Snapshot.layers`.
+        """
+        return chain_paths(self._chain)
 
     @property
     def mounted(self) -> bool:
@@ -131,7 +179,11 @@ class OverlayStack:
 
     @property
     def upper(self) -> Path:
-        """The writable layer that receives every change made under :attr:`merged`."""
+        """The writable layer that receives every change made under :attr:`merged`.
+
+        The path stays the same across :meth:`snapshot` and :meth:`restore`, but each
+        gives it a fresh, empty directory.
+        """
         return self._require().upper
 
     @property
@@ -156,13 +208,19 @@ class OverlayStack:
         if self._space is not None:
             raise OverlayError(f"{self!r} is already mounted: close it before mounting again")
         backend = _backends.select_backend(self._requested)
+        self._chain = self._base
         space = create_workspace(self._workspace_parent, self.lowers[0], prefix=self._name)
+        attributes = root_attributes(space.upper)
         try:
             backend.mount(self.lowers, space)
         except BaseException:
             remove_workspace(space.root)
             raise
         self._space, self._backend = space, backend
+        self._keeper = WorkspaceKeeper(space.root)
+        self._origin = make_snapshot(self._base, None, "base", self)
+        self._frozen = self._taken = 0
+        self._upper_attributes = attributes
         return self
 
     def close(self) -> None:
@@ -172,7 +230,22 @@ class OverlayStack:
             return
         assert self._backend is not None
         self.clean_unmount = self._backend.unmount(space)
-        remove_workspace(space.root)
+        self._release(space)
+
+    def _release(self, space: Workspace) -> None:
+        """Forget the (unmounted) workspace; delete it unless snapshots still use it."""
+        self._space = None
+        keeper, self._keeper = self._keeper, None
+        self._chain, self._origin = self._base, None
+        if keeper is None:  # pragma: no cover - mounted stacks always have one
+            remove_workspace(space.root)
+        elif self._frozen == 0:
+            keeper.remove_now()
+        else:
+            # Frozen layers live on while a Snapshot (or a stack mounted on one) refers
+            # to them; the keeper deletes the rest of the workspace after the last.
+            remove_workspace(space.upper)
+            remove_workspace(space.work)
 
     def __enter__(self) -> OverlayStack:
         return self.mount() if self._space is None else self
@@ -190,3 +263,131 @@ class OverlayStack:
         space = self._require()
         assert self._backend is not None
         return self._backend.changes(self.lowers, space)
+
+    # --- snapshots ------------------------------------------------------------------------
+
+    @property
+    def base(self) -> Snapshot:
+        """The state this mount started from (its base layers), as a :class:`Snapshot`.
+
+        :meth:`restore` it to discard everything since mounting; :meth:`diff` compares
+        with it by default.
+        """
+        self._require()
+        assert self._origin is not None
+        return self._origin
+
+    def snapshot(self, name: str | None = None) -> Snapshot:
+        """Freeze the current merged state into a new read-only layer and return it.
+
+        The union is unmounted, its upper layer becomes the top-most lower layer, and it
+        is mounted again at the same :attr:`merged` path over a fresh, empty upper. Nothing
+        is copied, so the cost does not depend on the size of the base. If nothing changed
+        since the last snapshot (or mount, or restore), no layer is added and the snapshot
+        shares its layers with that state.
+
+        Raises :class:`~pytest_overlay.OverlayError`, changing nothing, while a file under
+        :attr:`merged` is open, mapped, or some process's working directory.
+        """
+        space = self._require()
+        assert self._keeper is not None
+        if len(self._chain) >= MAX_LOWER_LAYERS:
+            raise OverlayError(
+                f"{self!r} already stands on {len(self._chain)} layers, and overlayfs stacks "
+                f"at most {MAX_LOWER_LAYERS}: restore an earlier snapshot, or build the "
+                "state again on a fresh stack"
+            )
+        _busy.check_idle(space.merged, "take a snapshot of")
+        self._unmount_for(space, "take a snapshot")
+        own: FrozenLayer | None = None
+        chain = self._chain
+        if is_empty_upper(space.upper, self._upper_attributes):
+            remove_workspace(space.upper)
+        else:
+            self._frozen += 1
+            own = freeze_upper(space, self._keeper, self._frozen)
+            chain = (own, *chain)
+        self._remount(space, chain)
+        self._taken += 1
+        return make_snapshot(chain, own, name or f"snapshot-{self._taken}", self)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Roll the merged view back to *snapshot*, discarding everything written since.
+
+        The union is mounted again at the same :attr:`merged` path, on the snapshot's
+        layers with a fresh, empty upper. Any snapshot taken on this stack's base can be
+        restored, in any order: later snapshots stay valid. Raises
+        :class:`~pytest_overlay.OverlayError`, changing nothing, while a file under
+        :attr:`merged` is open, mapped, or some process's working directory.
+        """
+        space = self._require()
+        target = chain_of(snapshot)
+        base = chain_paths(self._base)
+        paths = chain_paths(target)
+        if len(paths) < len(base) or paths[len(paths) - len(base) :] != base:
+            raise OverlayError(
+                f"cannot restore {snapshot!r} on {self!r}: it was not taken on this stack's "
+                "base; restore snapshots taken on this stack, or mount a new stack on it "
+                "with OverlayStack([snapshot])"
+            )
+        _busy.check_idle(space.merged, "restore")
+        self._unmount_for(space, "restore")
+        remove_workspace(space.upper)
+        self._remount(space, target)
+
+    def diff(self, since: Snapshot | None = None) -> list[Change]:
+        """The content-level changes from *since* (default: :attr:`base`) to the live view.
+
+        Unlike :meth:`changes`, a file copied up but left identical is not a change, and a
+        directory counts as modified only when its own mode or owner changed. See
+        :meth:`Snapshot.diff <pytest_overlay.Snapshot.diff>`.
+        """
+        return [d.change for d in self.deltas_since(since)]
+
+    def deltas_since(self, since: Snapshot | None = None) -> list[_statediff.Delta]:
+        """:meth:`diff`, with the entries before and after each change."""
+        space = self._require()
+        assert self._backend is not None
+        old = (since if since is not None else self.base).layers
+        live = self.lowers
+        common = common_suffix(old, live)
+        if common == 0:
+            raise OverlayError(
+                f"{since!r} shares no layer with {self!r}: compare states of the same base"
+            )
+        # Only what lies above the common layers can differ: the snapshot's own layers,
+        # the stack's frozen layers, and what the live upper layer changes.
+        tree = _statediff.touched(old[: len(old) - common])
+        _statediff.touched(live[: len(live) - common], tree)
+        _statediff.touched_by_changes(self._backend.changes(live, space), tree)
+        return _statediff.diff_states(
+            _statediff.ChainState(old), _statediff.DirState(space.merged), tree
+        )
+
+    def _unmount_for(self, space: Workspace, doing: str) -> None:
+        assert self._backend is not None
+        if self._backend.unmount(space):
+            return
+        # Something opened a file between the busy check and the unmount. The detached
+        # mount may still write to the upper layer, which must not become a frozen layer.
+        self.clean_unmount = False
+        self._release(space)
+        raise OverlayError(
+            f"cannot {doing}: {space.merged} became busy while unmounting and was detached; "
+            "this stack is now closed. Close files under merged before snapshot/restore."
+        )
+
+    def _remount(self, space: Workspace, chain: tuple[Layer, ...]) -> None:
+        assert self._backend is not None
+        try:
+            self._upper_attributes = fresh_upper(space, layer_path(chain[0]))
+            self._backend.mount(chain_paths(chain), space)
+        except OverlayError as exc:
+            self._release(space)
+            raise OverlayError(
+                f"{exc} (while mounting again for a snapshot or restore; the stack is now closed)"
+            ) from exc
+        except BaseException:
+            self._release(space)
+            raise
+        self._chain = chain
