@@ -10,10 +10,11 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from pytest_overlay import _backends, _config, _info, _namespace, _session
+from pytest_overlay import _backends, _config, _info, _namespace, _session, _snapshot_fixtures
 from pytest_overlay._backends import Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
 from pytest_overlay._factory import OverlayStackFactory
+from pytest_overlay._snapshot_fixtures import overlay_snapshot  # noqa: F401 - a fixture
 from pytest_overlay.stack import OverlayStack
 
 _FIXTURES = ("overlay_stack", "overlay_stack_factory")
@@ -50,6 +51,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="base directories (lower layers, top-most first) of overlay_stack for tests "
         "without an overlay marker; relative to the configuration file's directory",
     )
+    _snapshot_fixtures.addoption(parser)
 
 
 def pytest_overlay_add_backends(config: pytest.Config) -> Sequence[Backend]:
@@ -63,6 +65,7 @@ def _linux() -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _config.MARKER_HELP)
     _session.validate(config)
+    _snapshot_fixtures.configure(config)
     if not _linux():
         return
     # A pytest-xdist worker takes over the user namespace its controller entered.
