@@ -120,9 +120,13 @@ class FuseBackend:
             if daemon.poll() is not None or time.monotonic() > deadline:
                 daemon.kill()
                 daemon.wait()
-                message = log_path.read_text(errors="replace").strip().replace("\n", "; ")
+                lines = log_path.read_text(errors="replace").splitlines()
+                # "lowers/N" in its messages is layer N of the list given below.
+                message = "; ".join(line for line in lines if "argument ignored" not in line)
+                layers = ", ".join(f"{i}: {p}" for i, p in enumerate(lowers))
                 raise OverlayError(
-                    f"fuse-overlayfs did not mount {space.merged}: {message or 'timed out'}"
+                    f"fuse-overlayfs did not mount {space.merged} over lowers [{layers}]: "
+                    f"{message or 'timed out'}"
                 )
             time.sleep(0.0005)
         self._daemons[space.root] = daemon

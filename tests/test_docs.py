@@ -18,7 +18,5 @@ def test_backend_comparison_table_matches_the_code() -> None:
     assert [key for key, _ in rows] == list(DEVIATIONS)
     for key, cells in rows:
         values = re.findall(r"- (\w+)", cells)
-        expected = [
-            "differs" if key in b.deviations else "same" for b in builtin_backends()
-        ]
+        expected = ["differs" if key in b.deviations else "same" for b in builtin_backends()]
         assert values == expected, (key, names)

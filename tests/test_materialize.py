@@ -1,0 +1,111 @@
+"""The copy backend's union copy, change detection and upper-layer writer."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+from pathlib import Path
+
+from pytest_overlay._materialize import diff_baseline, materialize, write_upper
+from pytest_overlay.changes import Change, ChangeKind, diff_upper
+from tests.helpers import make_tree
+
+A, M, D = ChangeKind.ADD, ChangeKind.MODIFY, ChangeKind.DELETE
+
+
+def test_copy_preserves_content_modes_times_and_links(tmp_path: Path) -> None:
+    base = make_tree(tmp_path / "base", {"f": "data", "d": {"g": "g"}, "l": ("symlink", "f")})
+    os.chmod(base / "f", 0o604)
+    os.utime(base / "d" / "g", ns=(1_000_000_000, 2_000_000_000))
+    target = make_tree(tmp_path / "copy", {})
+    baseline = materialize([base], target)
+    assert (target / "f").read_text() == "data"
+    assert stat.S_IMODE(os.stat(target / "f").st_mode) == 0o604
+    assert os.stat(target / "d" / "g").st_mtime_ns == 2_000_000_000
+    assert os.readlink(target / "l") == "f"
+    assert os.stat(target / "f").st_ino != os.stat(base / "f").st_ino  # never a hard link
+    assert set(baseline.entries) == {"f", "d", "d/g", "l"}
+    assert diff_baseline(target, baseline) == []
+
+
+def test_sockets_and_devices_are_left_out(tmp_path: Path) -> None:
+    base = make_tree(tmp_path / "base", {"f": "f"})
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(os.fspath(base / "sock"))
+        target = make_tree(tmp_path / "copy", {})
+        baseline = materialize([base], target)
+    assert os.listdir(target) == ["f"]
+    assert diff_baseline(target, baseline) == []
+
+
+def test_writes_through_a_hard_link_do_not_reach_the_base(tmp_path: Path) -> None:
+    base = make_tree(tmp_path / "base", {"a": "shared"})
+    os.link(base / "a", base / "b")
+    target = make_tree(tmp_path / "copy", {})
+    materialize([base], target)
+    (target / "b").write_text("changed")
+    assert (base / "a").read_text() == "shared"
+
+
+def test_recreated_directory_is_opaque_even_with_the_same_inode(tmp_path: Path) -> None:
+    base = make_tree(tmp_path / "base", {"d": {"x": "x", "y": "y"}})
+    target = make_tree(tmp_path / "copy", {})
+    baseline = materialize([base], target)
+    shutil.rmtree(target / "d")
+    (target / "d").mkdir()
+    (target / "d" / "x").write_text("new x")
+    changes = diff_baseline(target, baseline)
+    assert changes == [Change(M, "d"), Change(A, "d/x"), Change(D, "d/y")]
+    upper = make_tree(tmp_path / "upper", {})
+    write_upper(target, baseline, changes, upper)
+    assert diff_upper(upper, [base]) == changes
+
+
+def test_emptied_directory_is_not_opaque(tmp_path: Path) -> None:
+    base = make_tree(tmp_path / "base", {"d": {"x": "x", "y": "y"}})
+    target = make_tree(tmp_path / "copy", {})
+    baseline = materialize([base], target)
+    (target / "d" / "x").unlink()
+    (target / "d" / "x").write_text("again")
+    assert diff_baseline(target, baseline) == [Change(M, "d"), Change(M, "d/x")]
+
+
+def test_type_changes(tmp_path: Path) -> None:
+    base = make_tree(tmp_path / "base", {"was_dir": {"child": "c"}, "was_file": "f"})
+    target = make_tree(tmp_path / "copy", {})
+    baseline = materialize([base], target)
+    shutil.rmtree(target / "was_dir")
+    (target / "was_dir").write_text("now a file")
+    (target / "was_file").unlink()
+    make_tree(target / "was_file", {"inner": "i"})
+    changes = diff_baseline(target, baseline)
+    assert changes == [Change(M, "was_dir"), Change(M, "was_file"), Change(A, "was_file/inner")]
+    upper = make_tree(tmp_path / "upper", {})
+    write_upper(target, baseline, changes, upper)
+    assert diff_upper(upper, [base]) == changes
+
+
+def test_upper_layer_restores_modes_of_read_only_directories(tmp_path: Path) -> None:
+    base = make_tree(tmp_path / "base", {})
+    target = make_tree(tmp_path / "copy", {})
+    baseline = materialize([base], target)
+    make_tree(target / "ro", {"f": "f"})
+    os.chmod(target / "ro", 0o555)
+    upper = make_tree(tmp_path / "upper", {})
+    write_upper(target, baseline, diff_baseline(target, baseline), upper)
+    assert (upper / "ro" / "f").read_text() == "f"
+    assert stat.S_IMODE(os.stat(upper / "ro").st_mode) == 0o555
+    os.chmod(target / "ro", 0o755)
+    os.chmod(upper / "ro", 0o755)
+
+
+def test_absolute_links_into_the_base_point_into_the_copy(tmp_path: Path) -> None:
+    base = make_tree(tmp_path / "base", {"t": "t", "d": {}})
+    (base / "d" / "abs").symlink_to(base / "t")
+    (base / "outside").symlink_to("/etc/hostname")
+    target = make_tree(tmp_path / "copy", {})
+    materialize([base.resolve()], target)
+    assert os.readlink(target / "d" / "abs") == os.fspath(target / "t")
+    assert os.readlink(target / "outside") == "/etc/hostname"
