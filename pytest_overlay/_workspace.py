@@ -28,22 +28,42 @@ def create_workspace(parent: Path | None, base_root: Path, prefix: str = "stack"
     root's attributes as the merged root's: a bare mkdir would make the merged root
     look different from the base.
     """
+    # One call per test: plain os calls on str paths, no pathlib round trips.
     if parent is None:
-        root = Path(tempfile.mkdtemp(prefix="pytest-overlay-"))
+        root = os.path.realpath(tempfile.mkdtemp(prefix="pytest-overlay-"))
     else:
-        parent.mkdir(parents=True, exist_ok=True)
-        root = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=parent))
-    root = root.resolve()
-    space = Workspace(root, root / "upper", root / "work", root / "merged")
-    for path in (space.upper, space.work, space.merged):
-        path.mkdir()
-    st = base_root.stat()
-    if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+        root = tempfile.mkdtemp(prefix=f"{prefix}-", dir=_resolved_parent(parent))
+    upper, work, merged = root + "/upper", root + "/work", root + "/merged"
+    os.mkdir(upper)
+    os.mkdir(work)
+    os.mkdir(merged)
+    st = os.stat(base_root)
+    if st.st_uid != os.geteuid() or st.st_gid != os.getegid():
         # Only root may give a directory away; an ordinary user's upper stays theirs.
         with contextlib.suppress(PermissionError):
-            os.chown(space.upper, st.st_uid, st.st_gid)
-    os.chmod(space.upper, stat.S_IMODE(st.st_mode))
-    return space
+            os.chown(upper, st.st_uid, st.st_gid)
+    os.chmod(upper, stat.S_IMODE(st.st_mode))
+    return Workspace(Path(root), Path(upper), Path(work), Path(merged))
+
+
+# parent as given -> (its real path, (st_dev, st_ino)): resolving a deep basetemp costs
+# one lstat per component, every test; a stat of the parent confirms the cached answer.
+_parents: dict[str, tuple[str, tuple[int, int]]] = {}
+
+
+def _resolved_parent(parent: Path) -> str:
+    key = os.fspath(parent)
+    try:
+        st = os.stat(key)
+    except FileNotFoundError:
+        os.makedirs(key, exist_ok=True)
+        st = os.stat(key)
+    cached = _parents.get(key)
+    if cached is not None and cached[1] == (st.st_dev, st.st_ino):
+        return cached[0]
+    real = os.path.realpath(key)
+    _parents[key] = (real, (st.st_dev, st.st_ino))
+    return real
 
 
 def _make_writable(path: str) -> None:
@@ -91,6 +111,54 @@ def clear_directory(path: Path) -> None:
 
 def remove_workspace(root: Path) -> None:
     """Delete a workspace tree, whatever modes the kernel or the test left in it."""
+    text = os.fspath(root)
+    try:
+        _remove_unmounted_workspace(text)
+    except OSError:
+        # Anything but the usual layout (a missing piece, frozen layers, leftovers in the
+        # work directory, a read-only directory from the test): the general way below.
+        pass
+    else:
+        return
     for sub in ("work", "work/work", "work/index"):
-        _make_writable(str(root / sub))
-    _rmtree(root)
+        _make_writable(os.path.join(text, sub))
+    _rmtree(text)
+
+
+#: What overlayfs leaves in a work directory after unmount, deepest first: ``work/work``
+#: (mode 000), and for a ``volatile`` mount ``incompat/volatile/dirty`` (fs/overlayfs/
+#: super.c, ovl_create_volatile_dirty).
+_WORK_DIRS = ("work/incompat/volatile", "work/incompat", "work")
+_WORK_FILES = ("work/incompat/volatile/dirty",)
+
+
+def _remove_unmounted_workspace(root: str) -> None:
+    """The fast path: exactly what :func:`create_workspace` made plus what the kernel adds.
+
+    Names the entries instead of walking the tree, so a workspace costs its rmdir calls
+    and little more. Raises OSError at the first surprise, leaving the rest to rmtree.
+    """
+    os.rmdir(root + "/merged")
+    work = root + "/work/"
+    if os.geteuid() != 0:
+        # An ordinary user needs write and search permission on the mode-000 directories.
+        for name in reversed(_WORK_DIRS):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(work + name, stat.S_IRWXU)
+    for name in _WORK_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(work + name)
+    for name in _WORK_DIRS:
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(work + name)
+    os.rmdir(work)
+    upper = root + "/upper"
+    with os.scandir(upper) as it:
+        entries = list(it)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            _rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
+    os.rmdir(upper)
+    os.rmdir(root)
