@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_overlay.snapshot import Snapshot
+
 MARKER = "overlay"
 MARKER_HELP = (
     "overlay(*layers): the base of this test's overlay_stack, top-most layer first; "
@@ -14,7 +16,7 @@ MARKER_HELP = (
 )
 
 
-def base_layers(item: pytest.Item) -> tuple[Path, ...]:
+def base_layers(item: pytest.Item) -> tuple[Path | Snapshot, ...]:
     """The lower layers for *item*: the closest ``overlay`` marker, else ini ``overlay_base``.
 
     Raises ``pytest.UsageError`` with the fix when neither is set or a marker is malformed.
@@ -33,12 +35,15 @@ def base_layers(item: pytest.Item) -> tuple[Path, ...]:
                 "@pytest.mark.overlay('data/base')"
             )
         here = item.path.parent
-        layers = []
+        layers: list[Path | Snapshot] = []
         for arg in marker.args:
+            if isinstance(arg, Snapshot):
+                layers.append(arg)
+                continue
             if not isinstance(arg, (str, os.PathLike)):
                 raise pytest.UsageError(
                     f"{item.nodeid}: @pytest.mark.overlay got {arg!r} ({type(arg).__name__}); "
-                    "each layer must be a path (str or pathlib.Path)"
+                    "each layer must be a path (str or pathlib.Path) or a Snapshot"
                 )
             layers.append(here / Path(arg))
         return tuple(layers)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import final
 
 from pytest_overlay._backends import Backend
-from pytest_overlay.stack import LayerLike, OverlayStack
+from pytest_overlay.stack import BaseLike, OverlayStack
 
 
 @final
@@ -40,8 +40,8 @@ class OverlayStackFactory:
         """The name of the backend stacks are mounted with."""
         return self._backend if isinstance(self._backend, str) else self._backend.name
 
-    def mount(self, lowers: Sequence[LayerLike], *, name: str = "stack") -> OverlayStack:
-        """Mount a new stack over *lowers* (top-most first) and return it.
+    def mount(self, lowers: Sequence[BaseLike], *, name: str = "stack") -> OverlayStack:
+        """Mount a new stack over *lowers* (top-most first; directories or snapshots).
 
         *name* prefixes the workspace directory, to find it under ``--basetemp``.
         Close it with :meth:`OverlayStack.close` when done; the factory closes whatever is
