@@ -28,11 +28,12 @@ _BUILT: weakref.WeakKeyDictionary[OverlayStack, Snapshot] = weakref.WeakKeyDicti
 _FACTORY = "overlay_stack_factory"
 
 
-def _caller_directory() -> Path:
-    # Two frames up: the conftest or test module that called overlay_fixture().
+def _caller() -> tuple[Path, str]:
+    """The directory and module name of the file that called overlay_fixture()."""
     frame = sys._getframe(2)
     file = frame.f_globals.get("__file__")
-    return Path(file).resolve().parent if file else Path.cwd()
+    directory = Path(file).resolve().parent if file else Path.cwd()
+    return directory, str(frame.f_globals.get("__name__", __name__))
 
 
 def _as_base(value: object, fixture: str, user: str) -> BaseLike:
@@ -82,7 +83,7 @@ def overlay_fixture(
     """
     if not bases:
         raise TypeError("overlay_fixture() needs at least one base: a path or a fixture name")
-    here = _caller_directory()
+    here, module = _caller()
     fixtures: list[str] = []
     for base in bases:
         if isinstance(base, str) and base.isidentifier():
@@ -128,6 +129,8 @@ def overlay_fixture(
             stack.close()
 
     described = ", ".join(str(b) if not isinstance(b, Snapshot) else b.name for b in bases)
+    # pytest --fixtures lists a fixture under its function's module: the caller's.
+    overlay_fixture_function.__module__ = module
     overlay_fixture_function.__doc__ = (
         f"An overlay stack over {described} ({scope} scope"
         + (f", built by {getattr(build, '__name__', 'a function')}" if build else "")
