@@ -127,7 +127,8 @@ def remove_workspace(root: Path) -> None:
 
 #: What overlayfs leaves in a work directory after unmount, deepest first: ``work/work``
 #: (mode 000), and for a ``volatile`` mount ``incompat/volatile/dirty`` (fs/overlayfs/
-#: super.c, ovl_create_volatile_dirty).
+#: super.c, ovl_create_volatile_dirty). A volatile mount also leaves its temporary
+#: ``#<hex>`` entries in ``work/work`` (the next mount would have cleaned them up).
 _WORK_DIRS = ("work/incompat/volatile", "work/incompat", "work")
 _WORK_FILES = ("work/incompat/volatile/dirty",)
 
@@ -149,16 +150,27 @@ def _remove_unmounted_workspace(root: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(work + name)
     for name in _WORK_DIRS:
-        with contextlib.suppress(FileNotFoundError):
+        try:
+            os.rmdir(work + name)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY or name != "work":
+                raise
+            _clear(work + name)
             os.rmdir(work + name)
     os.rmdir(work)
     upper = root + "/upper"
-    with os.scandir(upper) as it:
+    _clear(upper)
+    os.rmdir(upper)
+    os.rmdir(root)
+
+
+def _clear(directory: str) -> None:
+    with os.scandir(directory) as it:
         entries = list(it)
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
             _rmtree(entry.path)
         else:
             os.unlink(entry.path)
-    os.rmdir(upper)
-    os.rmdir(root)

@@ -6,6 +6,9 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
+from pytest_overlay import BackendUnavailable, _backends, _mount, _namespace
 from pytest_overlay._workspace import create_workspace, remove_workspace
 from tests.helpers import make_tree
 
@@ -37,3 +40,53 @@ def test_remove_missing_workspace_is_quiet(tmp_path: Path) -> None:
     remove_workspace(space.root)
     remove_workspace(space.root)
     assert not space.root.exists()
+
+
+def test_remove_after_a_volatile_mount_leaves_nothing(tmp_path: Path) -> None:
+    # The fast path names what overlayfs leaves behind: work/work (mode 000), the volatile
+    # marker incompat/volatile/dirty, and temporary #<hex> entries in work/work.
+    try:
+        backend = _backends.select_backend()
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    flags = ("userxattr", "volatile") if backend.name == "userns" else ("volatile",)
+    base = make_tree(tmp_path / "base", {"d": {"f": "f"}, "gone": "g"})
+    space = create_workspace(tmp_path / "ws", base)
+    with _namespace.mount_privileges():
+        _mount.mount_overlay([base], space.upper, space.work, space.merged, flags=flags)
+    try:
+        (space.merged / "d" / "f").write_text("changed")
+        (space.merged / "gone").unlink()
+        (space.merged / "new").mkdir()
+        os.symlink("/", space.merged / "new" / "to-root")
+    finally:
+        with _namespace.mount_privileges():
+            assert _mount.unmount(space.merged)
+    assert (space.work / "work").exists()
+    remove_workspace(space.root)
+    assert not space.root.exists()
+    assert (base / "d" / "f").read_text() == "f"
+    assert (base / "gone").exists()
+
+
+def test_remove_handles_an_unusual_layout(tmp_path: Path) -> None:
+    space = create_workspace(tmp_path, make_tree(tmp_path / "base", {}))
+    make_tree(space.work / "work", {"#1f": "left by an interrupted copy-up"})
+    os.chmod(space.work / "work", 0o000)
+    make_tree(space.root / "layer-1", {"frozen": "f"})
+    os.chmod(space.upper, 0o555)
+    remove_workspace(space.root)
+    assert not space.root.exists()
+
+
+def test_parent_symlink_is_followed_where_it_points_now(tmp_path: Path) -> None:
+    base = make_tree(tmp_path / "base", {})
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(first)
+    assert create_workspace(link, base).root.parent == first
+    link.unlink()
+    link.symlink_to(second)
+    assert create_workspace(link, base).root.parent == second
