@@ -1,0 +1,478 @@
+"""Benchmark pytest-overlay against the tools users pick instead. One command:
+
+    python benchmarks/run.py            # 1 MB and 100 MB bases, about 10 minutes
+    python benchmarks/run.py --quick    # one short round, a couple of minutes
+    python benchmarks/run.py --huge     # adds the 100,000-file / 1 GB base
+
+Each configuration is a real pytest run of N tests in a subprocess (see configs.py); the
+per-test cost is setup + call + teardown from pytest's own reports. Configurations run
+interleaved in several rounds, so load from elsewhere on the machine hits them alike.
+Results go to benchmarks/results/ (tables, plot) and benchmarks/results/raw/ (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import bases
+import configs
+import report
+from harness import Run, child_env, repo_root, run_config, run_process
+
+HERE = Path(__file__).resolve().parent
+
+
+def _fs_type(path: Path) -> str:
+    best, kind = "", "?"
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            mount_point = fields[1].replace("\\040", " ")
+            inside = str(path) == mount_point or str(path).startswith(
+                mount_point.rstrip("/") + "/"
+            )
+            if inside and len(mount_point) >= len(best):
+                best, kind = mount_point, fields[2]
+    return kind
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info(scratch: Path) -> dict[str, Any]:
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    info: dict[str, Any] = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_gib),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "scratch_fs": _fs_type(scratch),
+        "uid": os.geteuid(),
+        "versions": {
+            d: _version(d) for d in ("pytest", "pytest-datadir", "pytest-datafiles", "pyfakefs")
+        },
+        "load_before": os.getloadavg(),
+    }
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    info["summary"] = (
+        f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB RAM, Linux "
+        f"{info['kernel']}, Python {info['python']}, workspaces and copies on "
+        f"{info['scratch_fs']}, {'root' if info['uid'] == 0 else 'uid ' + str(info['uid'])}"
+        f"; {versions}"
+    )
+    return info
+
+
+def backend_names() -> list[str]:
+    """The values --overlay-backend accepts, asked of the checkout being measured."""
+    code = (
+        "from pytest_overlay import _backends as b\n"
+        "names = b.backend_names() if hasattr(b, 'backend_names') else b.BACKEND_NAMES\n"
+        "print(' '.join(n for n in names if n != 'auto'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=child_env(),
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        return ["kernel"]
+    return out.stdout.split()
+
+
+def working_backends(base: Path, scratch: Path, notes: list[str]) -> list[configs.Config]:
+    found = []
+    for name in backend_names():
+        config = configs.overlay(name)
+        probe = run_config(config, base, 1, scratch)
+        if probe.ok:
+            found.append(config)
+        else:
+            reason = probe.detail.strip().splitlines()[-1:] or [probe.outcome]
+            notes.append(f"backend {name!r} not measured: {probe.outcome}: {reason[0][:200]}")
+    return found
+
+
+def _pick_tests(seconds: float, args: argparse.Namespace) -> int:
+    fits = int(args.budget / max(seconds, 1e-6))
+    return max(int(args.min_tests), min(int(args.max_tests), fits))
+
+
+def measure_base(
+    spec: bases.BaseSpec, base: Path, chosen: list[configs.Config], args: argparse.Namespace
+) -> dict[str, Any]:
+    scratch: Path = args.scratch
+    plan: dict[str, int] = {}
+    slow: dict[str, bool] = {}
+    idle: dict[str, float] = {}
+    cells: dict[str, Any] = {}
+    for config in chosen:
+        # A short run warms the page cache and tells how many tests fit the time budget.
+        calib = run_config(config, base, args.min_tests, scratch)
+        if not calib.ok:
+            cells[config.key] = {"ok": False, "outcome": calib.outcome, "detail": calib.detail}
+            print(f"  {config.key}: {calib.outcome}: {calib.detail[-300:]}", flush=True)
+            continue
+        plan[config.key] = _pick_tests(calib.median, args)
+        # Seconds per test (copies of a 1 GB base): one round of the fewest tests is
+        # all the time allows, and load from elsewhere matters little at that scale.
+        slow[config.key] = calib.median > args.budget / 2
+        idle[config.key] = run_config(config, base, 0, scratch).wall
+    runs: dict[str, list[Run]] = {key: [] for key in plan}
+    for round_no in range(args.rounds):
+        for config in chosen:
+            if config.key not in plan or (round_no and slow[config.key]):
+                continue
+            run = run_config(config, base, plan[config.key], scratch)
+            runs[config.key].append(run)
+            state = f"median {report.fmt_time(run.median)}" if run.ok else run.outcome
+            print(
+                f"  [{spec.key} round {round_no + 1}/{args.rounds}] {config.key}: "
+                f"{run.tests} tests, {state}",
+                flush=True,
+            )
+    for key, key_runs in runs.items():
+        good = [r for r in key_runs if r.ok]
+        if not good:
+            bad = key_runs[-1]
+            cells[key] = {"ok": False, "outcome": bad.outcome, "detail": bad.detail}
+            continue
+        pooled = sorted(t for r in good for t in r.per_test)
+        cells[key] = {
+            "ok": True,
+            "tests": len(pooled),
+            "median": statistics.median(r.median for r in good),
+            "round_medians": [r.median for r in good],
+            "pooled_median": statistics.median(pooled),
+            "p90": pooled[int(0.9 * (len(pooled) - 1))],
+            "mean": statistics.fmean(pooled),
+            "amortized": statistics.median((r.wall - idle[key]) / r.tests for r in good),
+            "max_rss": max(r.max_rss for r in good),
+            "leftover_workspaces": sum(r.leftovers for r in good),
+        }
+    return cells
+
+
+def import_cost(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Wall time of pytest on an empty suite, with and without the plugin, interleaved."""
+    project = args.scratch / "empty-project"
+    project.mkdir(exist_ok=True)
+    (project / "pytest.ini").write_text("[pytest]\n")
+    quiet = child_env()
+    autoload = dict(quiet)
+    del autoload["PYTEST_DISABLE_PLUGIN_AUTOLOAD"]
+    base_cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    variants = {
+        "without": (base_cmd, quiet),
+        "with": ([*base_cmd, "-p", "pytest_overlay.plugin"], quiet),
+        "all-no-overlay": ([*base_cmd, "-p", "no:overlay"], autoload),
+        "all": (base_cmd, autoload),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(args.import_repeat):
+        for key, (cmd, env) in variants.items():
+            times[key].append(run_process(cmd, project, env)[2])
+    importing = (
+        "import time, pytest\n"
+        "t = time.perf_counter()\n"
+        "import pytest_overlay.plugin\n"
+        "print(time.perf_counter() - t)\n"
+    )
+    inproc = []
+    for _ in range(args.import_repeat):
+        out = subprocess.run(
+            [sys.executable, "-c", importing], env=quiet, capture_output=True, text=True
+        )
+        inproc.append(float(out.stdout.strip() or "nan"))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return [
+        {"label": "pytest, empty suite, no plugins", "seconds": med["without"]},
+        {"label": "... plus -p pytest_overlay.plugin", "seconds": med["with"]},
+        {
+            "key": "plugin",
+            "label": "plugin import + configure (difference)",
+            "seconds": med["with"] - med["without"],
+        },
+        {
+            "key": "plugin-installed",
+            "label": "all installed plugins, with vs -p no:overlay (difference)",
+            "seconds": med["all"] - med["all-no-overlay"],
+        },
+        {
+            "label": "import pytest_overlay.plugin alone (pytest already imported)",
+            "seconds": statistics.median(inproc),
+        },
+    ]
+
+
+def changes_cost(
+    specs: list[tuple[bases.BaseSpec, Path]], args: argparse.Namespace
+) -> dict[str, Any]:
+    blocks = []
+    note = ""
+    for spec, path in specs:
+        if spec.files <= 100:
+            counts = [0, 1, 10, 100]
+        elif spec.files >= 100_000:
+            counts = [10, 1000]
+        else:
+            counts = [0, 1, 10, 100, 1000, 10_000]
+        if args.quick:
+            counts = [c for c in counts if c <= 1000]
+        out = args.scratch / f"changes-{spec.key}.json"
+        workspace = args.scratch / "changes-ws"
+        cmd = [
+            sys.executable,
+            str(HERE / "changes_cost.py"),
+            f"--base={path}",
+            f"--files={spec.files}",
+            f"--workspace={workspace}",
+            f"--out={out}",
+            "--changed",
+            *map(str, counts),
+        ]
+        code, output, _, _ = run_process(cmd, HERE, child_env())
+        if code != 0:
+            note = f"changes() benchmark failed: {output[-500:]}"
+            continue
+        block = json.loads(out.read_text())
+        note = block.pop("snapshot_note") or note
+        blocks.append(block)
+    if note:
+        note = f"Snapshot, diff and restore: not measured ({note})."
+    return {"blocks": blocks, "note": note}
+
+
+def _cell(cells: dict[str, Any], key: str) -> dict[str, Any] | None:
+    cell = cells.get(key)
+    return cell if cell and cell.get("ok") else None
+
+
+def evaluate_targets(data: dict[str, Any]) -> list[dict[str, str]]:
+    targets: list[dict[str, str]] = []
+
+    def add(target: str, measured: str, met: bool | None) -> None:
+        state = "n/a" if met is None else ("yes" if met else "no")
+        targets.append({"target": target, "measured": measured, "met": state})
+
+    fmt, ratio = report.fmt_time, report.fmt_ratio
+    by_base = {b["key"]: data["cells"][b["key"]] for b in data["bases"]}
+    reference = data.get("reference", report.KERNEL)
+    kernel = {k: _cell(c, reference) for k, c in by_base.items()}
+    measured = [f"{k}: {fmt(c['median'])}" for k, c in kernel.items() if c]
+    add(
+        "kernel backend per test < 1.5 ms median at every base size",
+        ", ".join(measured),
+        all(c and c["median"] < 1.5e-3 for c in kernel.values()),
+    )
+    net = []
+    for key, cells in by_base.items():
+        empty, k = _cell(cells, "empty"), kernel[key]
+        if empty and k:
+            net.append((key, k["median"] - empty["median"]))
+    add(
+        "... the same, net of pytest's own per-test cost (empty test)",
+        ", ".join(f"{key}: {fmt(v)}" for key, v in net),
+        all(v < 1.5e-3 for _, v in net) if net else None,
+    )
+    pairs = []
+    for key, cells in by_base.items():
+        bare, k = _cell(cells, "bare-ctypes"), kernel[key]
+        if bare and k:
+            pairs.append((key, k["median"] / bare["median"]))
+    add(
+        "kernel backend within 2x of a bare ctypes mount+umount (same run)",
+        ", ".join(f"{key}: {ratio(v)}" for key, v in pairs),
+        all(v <= 2 for _, v in pairs) if pairs else None,
+    )
+
+    def versus(other: str, base_key: str) -> float | None:
+        cells = by_base.get(base_key)
+        if not cells:
+            return None
+        o, k = _cell(cells, other), _cell(cells, reference)
+        return o["median"] / k["median"] if o and k else None
+
+    r = versus("copytree", "large")
+    add(
+        ">= 1,000x cheaper than copytree at 10,000 files",
+        ratio(r),
+        None if r is None else r >= 1000,
+    )
+    rs = {b: versus("pyfakefs-lazy", b) for b in by_base}
+    add(
+        ">= 30x cheaper than pyfakefs with the base mapped lazily",
+        ", ".join(f"{b}: {ratio(v)}" for b, v in rs.items()),
+        all(v is not None and v >= 30 for v in rs.values()),
+    )
+    rs = {b: versus("lazy_datadir", b) for b in by_base}
+    add(
+        "no slower than pytest-datadir's lazy_datadir",
+        ", ".join(f"{b}: {ratio(v)} (lazy_datadir / kernel)" for b, v in rs.items()),
+        all(v is not None and v >= 1 for v in rs.values()),
+    )
+    plugin = next((i for i in data.get("import", []) if i.get("key") == "plugin"), None)
+    if plugin:
+        add(
+            "plugin import + configure < 20 ms (empty suite)",
+            fmt(plugin["seconds"]),
+            plugin["seconds"] < 0.020,
+        )
+    blocks = {b["base_files"]: b["rows"] for b in data.get("changes", {}).get("blocks", [])}
+    at10: dict[int, dict[str, Any]] = {}
+    for files, rows in blocks.items():
+        for row in rows:
+            if row["changed_files"] == 10:
+                at10[files] = row
+    if len(at10) >= 2:
+        lo, hi = min(at10), max(at10)
+        growth = at10[hi]["changes"] / at10[lo]["changes"]
+        add(
+            "changes() cost follows the changes, not the base (10 changed files)",
+            f"{fmt(at10[lo]['changes'])} at {lo:,} files, {fmt(at10[hi]['changes'])} at "
+            f"{hi:,} files ({ratio(growth)})",
+            growth < 2,
+        )
+    copy = versus("overlay-copy", "large")
+    copytree = versus("copytree", "large")
+    if copy is not None and copytree is not None:
+        add(
+            "copy backend within 1.2x of a plain copytree",
+            ratio(copy / copytree),
+            copy / copytree <= 1.2,
+        )
+    return targets
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one short round")
+    parser.add_argument("--huge", action="store_true", help="add the 100,000-file / 1 GB base")
+    parser.add_argument("--scratch", type=Path, help="where bases and workspaces go")
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 1)")
+    parser.add_argument("--only", help="comma-separated configuration keys to run")
+    parser.add_argument("--keep-bases", action="store_true", help="keep generated bases")
+    parser.add_argument(
+        "--no-proposals", action="store_true", help="skip changes under evaluation"
+    )
+    args = parser.parse_args()
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.budget = 2.0 if args.quick else 6.0
+    args.min_tests = 2
+    args.max_tests = 100 if args.quick else 400
+    args.import_repeat = 7 if args.quick else 21
+    created_scratch = args.scratch is None
+    args.scratch = (args.scratch or Path(tempfile.mkdtemp(prefix="overlay-bench-"))).resolve()
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(repo_root()))
+
+    specs = [bases.SMALL, bases.LARGE] + ([bases.HUGE] if args.huge else [])
+    notes: list[str] = []
+    started = time.time()
+    data: dict[str, Any] = {
+        "command": "python benchmarks/run.py " + " ".join(map(shlex.quote, sys.argv[1:])),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_info(args.scratch),
+        "bases": [],
+        "cells": {},
+        "notes": notes,
+    }
+    print(f"scratch: {args.scratch}\nmachine: {data['machine']['summary']}", flush=True)
+    paths = []
+    for spec in specs:
+        print(f"creating base {spec.label} ...", flush=True)
+        paths.append((spec, bases.ensure_base(spec, args.scratch)))
+    prints = {spec.key: bases.fingerprint(path) for spec, path in paths}
+
+    chosen = [
+        *working_backends(paths[0][1], args.scratch, notes),
+        configs.BARE,
+        configs.EMPTY,
+        configs.REFERENCE,
+        *configs.COMPETITORS,
+    ]
+    if os.geteuid() != 0:
+        chosen.remove(configs.BARE)
+        notes.append("bare ctypes baseline not measured: it needs root")
+    elif not args.no_proposals and any(c.key == report.KERNEL for c in chosen):
+        chosen += configs.PROPOSALS
+    if args.only:
+        keys = set(args.only.split(","))
+        chosen = [c for c in chosen if c.key in keys]
+    overlays = [c.key for c in chosen if c.key.startswith("overlay-")]
+    data["reference"] = report.KERNEL if report.KERNEL in overlays or not overlays else overlays[0]
+    data["configs"] = [{"key": c.key, "label": c.label, "proposal": c.proposal} for c in chosen]
+    for spec, path in paths:
+        print(f"base {spec.label}", flush=True)
+        data["bases"].append({"key": spec.key, "label": spec.label, "size_bytes": spec.size_bytes})
+        data["cells"][spec.key] = measure_base(spec, path, chosen, args)
+    print("import cost ...", flush=True)
+    data["import"] = import_cost(args)
+    print("changes() cost ...", flush=True)
+    data["changes"] = changes_cost(paths, args)
+
+    for spec, path in paths:
+        if bases.fingerprint(path) != prints[spec.key]:
+            notes.append(f"the base {spec.label} CHANGED during the benchmark")
+    leftovers = sum(
+        cell.get("leftover_workspaces", 0)
+        for cells in data["cells"].values()
+        for cell in cells.values()
+    )
+    notes.append(
+        f"checks: bases unchanged after every run: "
+        f"{'no' if any('CHANGED' in n for n in notes) else 'yes'}; overlay workspaces left "
+        f"under basetemp after the sessions: {leftovers}"
+    )
+    data["machine"]["load_after"] = os.getloadavg()
+    data["duration_s"] = round(time.time() - started)
+    data["targets"] = evaluate_targets(data)
+
+    args.results.mkdir(parents=True, exist_ok=True)
+    raw = args.results / "raw"
+    raw.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    (raw / f"run-{stamp}.json").write_text(json.dumps(data, indent=1))
+    report.write_tables(data, args.results)
+    report.plot(data, args.results / "cost_vs_base.png")
+    print((args.results / "results.md").read_text())
+    if created_scratch and not args.keep_bases:
+        shutil.rmtree(args.scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
