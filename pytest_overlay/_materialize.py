@@ -18,7 +18,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import shutil
 import stat
 import struct
 from collections.abc import Iterator, Sequence
@@ -266,10 +265,17 @@ def _opaque_xattr() -> str:
 
 
 def write_upper(root: Path, baseline: Baseline, changes: Sequence[Change], upper: Path) -> None:
-    """Write *changes* of the tree at *root* into *upper* as an overlayfs upper layer."""
+    """Move *changes* of the tree at *root* into *upper*, as an overlayfs upper layer.
+
+    Entries are renamed, not copied: the tree at *root* is discarded afterwards, and a
+    copy could run out of space exactly when a test has filled the disk.
+    """
     opaque = opaque_dirs(root, baseline, changes)
     dirs: list[tuple[Path, os.stat_result]] = []
+    moved: list[str] = []
     for change in changes:
+        if any(change.path.startswith(prefix) for prefix in moved):
+            continue  # inside a new directory that was moved whole
         dest = upper / change.path
         if change.kind is ChangeKind.DELETE:
             try:
@@ -283,17 +289,15 @@ def write_upper(root: Path, baseline: Baseline, changes: Sequence[Change], upper
             continue
         src = root / change.path
         st = os.lstat(src)
-        if stat.S_ISDIR(st.st_mode):
+        if stat.S_ISDIR(st.st_mode) and change.kind is ChangeKind.MODIFY:
             os.mkdir(dest, 0o700)
             if change.path in opaque:
                 os.setxattr(dest, _opaque_xattr(), b"y")
             dirs.append((dest, st))
-        elif stat.S_ISLNK(st.st_mode):
-            os.symlink(os.readlink(src), dest)
-        elif stat.S_ISREG(st.st_mode):
-            shutil.copy2(src, dest, follow_symlinks=False)
-        elif stat.S_ISFIFO(st.st_mode):
-            os.mkfifo(dest, stat.S_IMODE(st.st_mode))
+            continue
+        os.rename(src, dest)
+        if stat.S_ISDIR(st.st_mode):
+            moved.append(change.path + "/")
     # Directory modes and times last: making a read-only directory first would block
     # writing its children, and writing children would move its mtime.
     for dest, st in reversed(dirs):
