@@ -51,7 +51,6 @@ def repo_root() -> Path:
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.pop("PYTEST_ADDOPTS", None)
     # The benchmark runs from a checkout: let the children import pytest_overlay from it.
     repo = str(repo_root())

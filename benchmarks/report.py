@@ -82,7 +82,6 @@ def detail_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "median",
         "p90",
         "mean",
-        "wall / test",
         "round medians",
     ]
     rows = []
@@ -100,7 +99,6 @@ def detail_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                     fmt_time(cell["median"]),
                     fmt_time(cell["p90"]),
                     fmt_time(cell["mean"]),
-                    fmt_time(cell["amortized"]),
                     rounds,
                 ]
             )
@@ -109,7 +107,7 @@ def detail_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def changes_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     result = data.get("changes") or {}
-    ops = ["changes", "snapshot", "diff", "restore"]
+    ops = ["changes", "diff", "snapshot", "snapshot diff", "restore"]
     header = ["base files", "changed files", "entries reported", *ops, "changes() per entry"]
     rows = []
     for block in result.get("blocks", []):

@@ -137,6 +137,7 @@ def measure_base(
     scratch: Path = args.scratch
     plan: dict[str, int] = {}
     slow: dict[str, bool] = {}
+    early: dict[str, list[Run]] = {}
     idle: dict[str, float] = {}
     cells: dict[str, Any] = {}
     for config in chosen:
@@ -147,14 +148,15 @@ def measure_base(
             print(f"  {config.key}: {calib.outcome}: {calib.detail[-300:]}", flush=True)
             continue
         plan[config.key] = _pick_tests(calib.median, args)
-        # Seconds per test (copies of a 1 GB base): one round of the fewest tests is
-        # all the time allows, and load from elsewhere matters little at that scale.
+        # Seconds per test (copies of a big base): the short run is all the time allows,
+        # and load from elsewhere matters little at that scale.
         slow[config.key] = calib.median > args.budget / 2
         idle[config.key] = run_config(config, base, 0, scratch).wall
-    runs: dict[str, list[Run]] = {key: [] for key in plan}
+        early[config.key] = [calib] if slow[config.key] else []
+    runs: dict[str, list[Run]] = {key: list(early[key]) for key in plan}
     for round_no in range(args.rounds):
         for config in chosen:
-            if config.key not in plan or (round_no and slow[config.key]):
+            if config.key not in plan or slow[config.key]:
                 continue
             run = run_config(config, base, plan[config.key], scratch)
             runs[config.key].append(run)
@@ -202,9 +204,11 @@ def import_cost(args: argparse.Namespace) -> list[dict[str, Any]]:
         "all": (base_cmd, autoload),
     }
     times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(args.import_repeat):
+    for round_no in range(args.import_repeat + 1):
         for key, (cmd, env) in variants.items():
-            times[key].append(run_process(cmd, project, env)[2])
+            seconds = run_process(cmd, project, env)[2]
+            if round_no:  # the first round only writes the bytecode caches
+                times[key].append(seconds)
     importing = (
         "import time, pytest\n"
         "t = time.perf_counter()\n"
@@ -273,6 +277,14 @@ def changes_cost(
         blocks.append(block)
     if note:
         note = f"Snapshot, diff and restore: not measured ({note})."
+    else:
+        note = (
+            "changes(): the upper layer against the base (layer level); diff: "
+            "stack.diff(), the live view against the base (content level); snapshot: "
+            "stack.snapshot() freezing the changed files; snapshot diff: "
+            "stack.base.diff(snapshot); restore: stack.restore(snapshot) with as many "
+            "changed files to throw away."
+        )
     return {"blocks": blocks, "note": note}
 
 
