@@ -7,10 +7,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
-from pytest_overlay import _backends, _config, _info, _namespace, _session, _snapshot_fixtures
+from pytest_overlay import (
+    _backends,
+    _config,
+    _info,
+    _namespace,
+    _session,
+    _snapshot_fixtures,
+    _sweep,
+)
 from pytest_overlay._backends import Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
 from pytest_overlay._factory import OverlayStackFactory
@@ -70,6 +79,11 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     # A pytest-xdist worker takes over the user namespace its controller entered.
     _namespace.adopt_inherited()
+    basetemp = config.option.basetemp
+    if basetemp and not hasattr(config, "workerinput"):
+        # A killed earlier run may have left workspaces there, which pytest could not
+        # collect past or delete; open them up before it tries.
+        _sweep.sweep(Path(basetemp).resolve())
     if _session.running_as_root():
         # Cheap, and from here on no mount this process makes can outlive it.
         _namespace.enter_private_mount_namespace()
