@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import final
 
 from pytest_overlay._backends import Backend
+from pytest_overlay._errors import OverlayError
 from pytest_overlay.stack import BaseLike, OverlayStack
 
 
@@ -47,6 +49,16 @@ class OverlayStackFactory:
         Close it with :meth:`OverlayStack.close` when done; the factory closes whatever is
         left at the end of the session.
         """
+        root = self._root.resolve()
+        for lower in lowers:
+            if isinstance(lower, (str, os.PathLike)) and Path(lower).resolve().is_relative_to(
+                root
+            ):
+                raise OverlayError(
+                    f"the base {lower} lies inside pytest-overlay's workspace directory "
+                    f"{root}, whose contents are deleted at teardown: keep base directories "
+                    "outside it (to stack on another stack's state, take a snapshot)"
+                )
         safe = re.sub(r"[^\w.-]", "_", name)[:30] or "stack"
         stack = OverlayStack(lowers, workspace=self._root, backend=self._backend, name=safe)
         stack.mount()

@@ -17,6 +17,27 @@ from pytest_overlay.changes import Change, diff_upper
 _DOCKER_HINT = "in Docker, run the container with --privileged or --cap-add SYS_ADMIN"
 
 
+_WORKSPACE_HINT = (
+    "run pytest with --basetemp on another filesystem, e.g. --basetemp=/dev/shm/pytest-$USER "
+    "(tmpfs), or pass OverlayStack(workspace=...) there"
+)
+
+
+def check_upper_filesystem(upper: Path) -> None:
+    """Refuse, before mounting, an upper layer on a filesystem overlayfs cannot write to."""
+    kind = _syscalls.statfs_type(upper)
+    if kind in (_syscalls.OVERLAYFS_SUPER_MAGIC, _syscalls.FUSE_SUPER_MAGIC):
+        what = (
+            "overlayfs (as /tmp is in Docker)"
+            if kind == _syscalls.OVERLAYFS_SUPER_MAGIC
+            else "FUSE"
+        )
+        raise OverlayError(
+            f"the workspace {upper.parent} is on {what}, which cannot hold an overlay upper "
+            f"layer: {_WORKSPACE_HINT}"
+        )
+
+
 @final
 class KernelBackend:
     """Kernel overlayfs through the mount syscalls (ctypes; no mount binary is run)."""
@@ -82,6 +103,7 @@ class KernelBackend:
             state = _namespace.enter_user_namespace()
             if state.mode is not _namespace.Mode.USERNS:
                 raise BackendUnavailable(state.reason)
+        check_upper_filesystem(space.upper)
         try:
             with _namespace.mount_privileges():
                 _mount.mount_overlay(
@@ -94,8 +116,10 @@ class KernelBackend:
                     f"CAP_SYS_ADMIN; {_DOCKER_HINT}"
                 ) from exc
             layers = ", ".join(str(p) for p in lowers)
+            hint = f"; {_WORKSPACE_HINT}" if "not supported as upperdir" in str(exc) else ""
             raise OverlayError(
-                f"mounting overlayfs at {space.merged} over [{layers}] failed: {exc.strerror}"
+                f"mounting overlayfs at {space.merged} over [{layers}] failed: "
+                f"{exc.strerror}{hint}"
             ) from exc
 
     def unmount(self, space: Workspace) -> bool:

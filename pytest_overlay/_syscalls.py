@@ -202,3 +202,15 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0) -> None:
 def set_parent_death_signal(signum: int) -> None:
     """Have the kernel send *signum* to this process when its parent thread dies."""
     prctl(PR_SET_PDEATHSIG, signum)
+
+
+OVERLAYFS_SUPER_MAGIC: Final = 0x794C7630
+FUSE_SUPER_MAGIC: Final = 0x65735546
+
+
+def statfs_type(path: str | os.PathLike[str]) -> int:
+    """The ``f_type`` magic number of the filesystem holding *path*."""
+    # struct statfs starts with f_type (a long); 256 bytes covers the whole struct.
+    buf = ctypes.create_string_buffer(256)
+    _check(_lib().statfs(_b(path), buf), "statfs", os.fsdecode(path))
+    return ctypes.c_long.from_buffer(buf).value

@@ -32,3 +32,13 @@ def test_mount_names_and_close_all(tmp_path: Path) -> None:
     assert not any(s.mounted for s in stacks)
     assert not set(merged) & set(overlay_mounts())
     assert list((tmp_path / "ws").iterdir()) == []
+
+
+def test_base_inside_the_workspace_directory_is_refused(tmp_path: Path) -> None:
+    from pytest_overlay import OverlayError
+
+    factory = OverlayStackFactory(tmp_path / "ws", "copy", _ispytest=True)
+    inside = make_tree(tmp_path / "ws" / "stack-old" / "upper", {"f": "f"})
+    with pytest.raises(OverlayError, match="lies inside pytest-overlay's workspace directory"):
+        factory.mount([inside])
+    assert (inside / "f").read_text() == "f"
