@@ -52,7 +52,7 @@ def _read_into(directory: Path, prefix: str, entries: dict[str, Entry]) -> None:
         if _format.is_whiteout(item.path, st):
             entries[rel] = WHITEOUT
         elif stat.S_ISDIR(st.st_mode):
-            entries[rel] = Dir(mode, opaque=_format.is_opaque(item.path))
+            entries[rel] = Dir(mode, opaque=_has_opaque_xattr(item.path))
             _read_into(Path(item.path), f"{rel}/", entries)
         elif stat.S_ISREG(st.st_mode):
             with open(item.path, "rb") as f:
@@ -64,6 +64,13 @@ def _read_into(directory: Path, prefix: str, entries: dict[str, Entry]) -> None:
                 f"{item.path!r}: a layer holds files, directories, symlinks and whiteouts "
                 f"only, not {_describe(st)}"
             )
+
+
+def _has_opaque_xattr(path: str) -> bool:
+    # Only the xattrs: ``_format.is_opaque`` also takes a file named ``.wh..wh..opq`` as a
+    # marker (fuse-overlayfs drops one), but on kernel overlayfs that is an ordinary name
+    # a user may create, and a layer must read back as it was written.
+    return any(_format._getxattr(path, name) == b"y" for name in _format.OPAQUE_XATTRS)
 
 
 def _describe(st: os.stat_result) -> str:

@@ -289,17 +289,20 @@ class UnionModel:
         if is_dir and old.stack != (0,):
             raise _error(errno.EXDEV, src, dst)
         if isinstance(new.entry, Dir) and new.stack and self._view.listdir(new.stack, new.path):
+            if new.stack == (0,):
+                # A pure-upper target is only found non-empty by the upper filesystem's
+                # own rename, after ovl_rename has already marked the source opaque
+                # (measured: the failed rename leaves that mark behind).
+                self._mark_opaque_if_merged_parent(old.path, parent_of(new.path))
             raise _error(errno.ENOTEMPTY, src, dst)
         leave_whiteout = self._lower_positive(old.path)
         if not is_dir:
             self._copy_up_inode(old.path)
         self._copy_up_parents(new.path)
+        if is_dir:
+            self._mark_opaque_if_merged_parent(old.path, parent_of(new.path))
         moved = self._upper.remove(old.path)
         self._upper.remove(new.path)
-        top = moved[""]
-        if isinstance(top, Dir) and not top.opaque and self._is_merged_dir(parent_of(new.path)):
-            # ovl_rename: a directory arriving in a merged parent is made opaque.
-            moved[""] = Dir(top.mode, opaque=True)
         self._upper.insert(new.path, moved)
         if leave_whiteout:
             self._upper.set(old.path, WHITEOUT)
@@ -418,6 +421,14 @@ class UnionModel:
     def _found_dir(self, here: list[str], stack: Stack) -> _Found:
         path = "/".join(here)
         return _Found(path, stack, self._view.entry(stack, path) if path else _ROOT)
+
+    def _mark_opaque_if_merged_parent(self, path: str, new_parent: str) -> None:
+        """ovl_rename: a directory arriving in a merged directory is made opaque, so that
+        no lower directory of its new name can show through it."""
+        node = self._upper.node(path)
+        assert isinstance(node, Dir), path
+        if not node.opaque and self._is_merged_dir(new_parent):
+            self._upper.set(path, Dir(node.mode, opaque=True))
 
     def _is_merged_dir(self, path: str) -> bool:
         """Whether directory *path* has an upper part and a lower part (``ovl_type_merge``)."""

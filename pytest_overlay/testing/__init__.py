@@ -1,0 +1,68 @@
+"""Property testing of union filesystems against :class:`~pytest_overlay.model.UnionModel`.
+
+Like ``zarr.testing``, this ships in the package so that other projects (a layer applier,
+a FUSE filesystem, an image builder) can run the same checks on their own code: implement
+:class:`UnionSystem` (or reuse :class:`DirectorySystem`) and subclass
+:class:`UnionStateMachine`. Importing this module needs Hypothesis.
+"""
+
+from pytest_overlay.testing.operations import (
+    AppendBytes,
+    Chmod,
+    CreateSymlink,
+    FileSystemOps,
+    Link,
+    Mkdir,
+    Operation,
+    Rename,
+    Rmdir,
+    Truncate,
+    Unlink,
+    WriteBytes,
+)
+from pytest_overlay.testing.stateful import UnionStateMachine, describe_difference
+from pytest_overlay.testing.strategies import (
+    layer_stacks,
+    layers,
+    name_pools,
+    names,
+    operations,
+    symlink_targets,
+)
+from pytest_overlay.testing.systems import (
+    DirectoryOps,
+    DirectorySystem,
+    ModelSystem,
+    OverlayStackSystem,
+    UnionSystem,
+    as_merged_view,
+)
+
+__all__ = [
+    "AppendBytes",
+    "Chmod",
+    "CreateSymlink",
+    "DirectoryOps",
+    "DirectorySystem",
+    "FileSystemOps",
+    "Link",
+    "Mkdir",
+    "ModelSystem",
+    "Operation",
+    "OverlayStackSystem",
+    "Rename",
+    "Rmdir",
+    "Truncate",
+    "UnionStateMachine",
+    "UnionSystem",
+    "Unlink",
+    "WriteBytes",
+    "as_merged_view",
+    "describe_difference",
+    "layer_stacks",
+    "layers",
+    "name_pools",
+    "names",
+    "operations",
+    "symlink_targets",
+]

@@ -1,0 +1,157 @@
+"""A Hypothesis state machine that checks a union filesystem against :class:`UnionModel`.
+
+Each run draws a pool of names, one to four lower layers and a umask, opens the system
+under test on those lowers (:meth:`UnionStateMachine.open_system`), then applies random
+operations to the system and to the model. After every step it checks:
+
+- the operation failed with the same errno on both sides, or succeeded on both;
+- the merged view is the same: names, types, data, permission bits, symlink targets;
+- the upper layer is the same: copy-ups, whiteouts, opaque directories;
+- the lower layers are unchanged;
+- the change list is the same, if the system reports one.
+
+Every step is recorded with :func:`hypothesis.note`, so a failure prints as a script.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Sequence
+from typing import ClassVar, TypeVar
+
+from hypothesis import note
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from pytest_overlay._layer import Layer, path_key
+from pytest_overlay.model import UnionModel, UnmodelledError
+from pytest_overlay.testing.strategies import UMASKS, layer_stacks, name_pools, operations
+from pytest_overlay.testing.systems import UnionSystem
+
+__all__ = ["UnionStateMachine", "describe_difference"]
+
+T = TypeVar("T")
+
+
+class UnionStateMachine(RuleBasedStateMachine):
+    """Drive a :class:`~pytest_overlay.testing.UnionSystem` next to the reference model.
+
+    Subclass it, implement :meth:`open_system`, and expose the test case::
+
+        class MyUnionMachine(UnionStateMachine):
+            def open_system(self, lowers, umask):
+                return MyUnion.create(lowers, umask)   # anything with the protocol
+
+        TestMyUnion = MyUnionMachine.TestCase
+        TestMyUnion.settings = settings(max_examples=50, stateful_step_count=30)
+    """
+
+    #: How many lower layers a run draws.
+    min_lowers: ClassVar[int] = 1
+    max_lowers: ClassVar[int] = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model: UnionModel | None = None
+        self.system: UnionSystem | None = None
+        self.pool: tuple[str, ...] = ()
+        self.lowers: tuple[Layer, ...] = ()
+
+    def open_system(self, lowers: Sequence[Layer], umask: int) -> UnionSystem:
+        """Return a fresh system under test on *lowers* (top-most first) under *umask*.
+
+        Called once per run; the machine calls ``close()`` on the result at the end.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement open_system(lowers, umask) and return "
+            "the system under test (see pytest_overlay.testing.UnionSystem)"
+        )
+
+    def lower_layers(self, pool: Sequence[str]) -> st.SearchStrategy[list[Layer]]:
+        """The strategy for one run's lower layers; override to restrict them."""
+        return layer_stacks(pool, min_layers=self.min_lowers, max_layers=self.max_lowers)
+
+    @initialize(data=st.data())
+    def start(self, data: st.DataObject) -> None:
+        self.pool = data.draw(name_pools(), label="name pool")
+        lowers = data.draw(self.lower_layers(self.pool), label="lowers")
+        umask = data.draw(st.sampled_from(UMASKS), label="umask")
+        self.lowers = tuple(lowers)
+        self.model = UnionModel(lowers, umask=umask)
+        note(f"fs = UnionModel({lowers!r}, umask={umask:#o})")
+        self.system = self.open_system(lowers, umask)
+
+    @rule(data=st.data())
+    def operate(self, data: st.DataObject) -> None:
+        model, system = self._both()
+        op = data.draw(operations(model, self.pool), label="operation")
+        try:
+            expected = _errno_of(op.apply, model)
+        except UnmodelledError as exc:
+            # Nothing changed on either side; the step just does not count.
+            note(f"# skipped fs.{op}: {exc}")
+            return
+        actual = _errno_of(system.apply, op)
+        note(f"fs.{op}  # {_outcome(expected)}")
+        assert actual == expected, (
+            f"fs.{op}: the model says {_outcome(expected)}, the system says {_outcome(actual)}"
+        )
+
+    @invariant()
+    def agree(self) -> None:
+        if self.system is None:
+            return  # before start()
+        model, system = self._both()
+        _assert_same("merged view", model.merged(), system.merged())
+        _assert_same("upper layer", model.upper(), system.upper())
+        now = system.lowers()
+        assert len(now) == len(self.lowers), f"{len(now)} lowers, expected {len(self.lowers)}"
+        for index, (before, after) in enumerate(zip(self.lowers, now, strict=True)):
+            _assert_same(f"lower layer {index} (must never change)", before, after)
+        changes = system.changes()
+        if changes is not None:
+            expected = model.changes()
+            assert changes == expected, (
+                "change lists differ:\n  model:  "
+                + ", ".join(map(str, expected))
+                + "\n  system: "
+                + ", ".join(map(str, changes))
+            )
+
+    def teardown(self) -> None:
+        system, self.system = self.system, None
+        if system is not None:
+            system.close()
+
+    def _both(self) -> tuple[UnionModel, UnionSystem]:
+        assert self.model is not None, "start() has not run"
+        assert self.system is not None, "start() has not run"
+        return self.model, self.system
+
+
+def _errno_of(call: Callable[[T], None], arg: T) -> int | None:
+    try:
+        call(arg)
+    except OSError as exc:
+        return exc.errno
+    return None
+
+
+def _outcome(code: int | None) -> str:
+    return "ok" if code is None else f"OSError {errno.errorcode.get(code, code)}"
+
+
+def describe_difference(expected: Layer, actual: Layer) -> str:
+    """One line per path where *actual* differs from *expected*."""
+    lines = []
+    for path in sorted(set(expected) | set(actual), key=path_key):
+        want, got = expected.get(path), actual.get(path)
+        if want != got:
+            lines.append(f"  {path!r}: expected {want!r}, got {got!r}")
+    return "\n".join(lines)
+
+
+def _assert_same(what: str, expected: Layer, actual: Layer) -> None:
+    if expected != actual:
+        difference = describe_difference(expected, actual)
+        raise AssertionError(f"{what} differs from the model:\n{difference}")
