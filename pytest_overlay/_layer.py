@@ -140,17 +140,14 @@ class Layer(Mapping[str, Entry]):
 
     __slots__ = ("_children", "_entries", "_hash")
 
-    def __init__(self, entries: Mapping[str, Entry] | Iterable[tuple[str, Entry]] = ()) -> None:
-        items = entries.items() if isinstance(entries, Mapping) else entries
+    def __init__(self, entries: Mapping[str, Entry] | None = None) -> None:
         checked: dict[str, Entry] = {}
-        for path, entry in items:
+        for path, entry in (entries or {}).items():
             check_path(path)
             if not isinstance(entry, (File, Dir, Symlink, Whiteout)):
                 raise TypeError(
                     f"{path!r}: expected File, Dir, Symlink or Whiteout, got {entry!r}"
                 )
-            if path in checked:
-                raise LayerError(f"{path!r} is given twice")
             checked[path] = entry
         children: dict[str, list[str]] = {"": []}
         for path in checked:
@@ -170,7 +167,7 @@ class Layer(Mapping[str, Entry]):
     @classmethod
     def build(
         cls,
-        entries: Mapping[str, Entry] | Iterable[tuple[str, Entry]] = (),
+        entries: Mapping[str, Entry],
         *,
         dir_mode: int = 0o755,
     ) -> Layer:
@@ -178,7 +175,7 @@ class Layer(Mapping[str, Entry]):
 
         ``Layer.build({"a/b/c": File(b"x")})`` is the short way to write a test tree.
         """
-        items = dict(entries.items() if isinstance(entries, Mapping) else entries)
+        items = dict(entries)
         for path in list(items):
             parent = parent_of(check_path(path))
             while parent and parent not in items:
@@ -238,6 +235,7 @@ def apply_layer(base: Mapping[str, Entry], layer: Mapping[str, Entry]) -> Layer:
     tree = dict(base)
 
     def drop(path: str, *, keep_root: bool) -> None:
+        """Delete what is below *path*, and *path* itself unless *keep_root*."""
         prefix = path + "/"
         for existing in [p for p in tree if p.startswith(prefix)]:
             del tree[existing]
@@ -249,8 +247,10 @@ def apply_layer(base: Mapping[str, Entry], layer: Mapping[str, Entry]) -> Layer:
         if isinstance(entry, Whiteout):
             drop(path, keep_root=False)
         elif isinstance(entry, Dir):
-            merging = isinstance(tree.get(path), Dir)
-            drop(path, keep_root=merging and not entry.opaque)
+            if not isinstance(tree.get(path), Dir):
+                drop(path, keep_root=False)
+            elif entry.opaque:
+                drop(path, keep_root=True)
             tree[path] = Dir(entry.mode)
         else:
             drop(path, keep_root=False)

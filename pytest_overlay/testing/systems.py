@@ -71,8 +71,10 @@ class UnionSystem(Protocol):
 def as_merged_view(layer: Layer) -> Layer:
     """*layer* with opaque flags cleared: they mean nothing in a merged directory."""
     return Layer(
-        (path, Dir(entry.mode) if isinstance(entry, Dir) else entry)
-        for path, entry in layer.items()
+        {
+            path: Dir(entry.mode) if isinstance(entry, Dir) else entry
+            for path, entry in layer.items()
+        }
     )
 
 
