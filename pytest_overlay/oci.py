@@ -238,7 +238,12 @@ class _Importer:
             return File(found.data, found.mode)
         if member.ischr() and member.devmajor == 0 and member.devminor == 0:
             return WHITEOUT  # overlayfs's own whiteout form, as tar of an upper dir has it
-        kind = "a device node" if member.isdev() else "an unsupported member type"
+        if member.isfifo():
+            kind = "a FIFO"
+        elif member.isdev():
+            kind = f"a device node {member.devmajor}/{member.devminor}"
+        else:
+            kind = f"an unsupported member type {member.type!r}"
         raise LayerError(
             f"member {member.name!r} is {kind}; a layer holds files, directories, symlinks "
             "and whiteouts only"
