@@ -47,14 +47,16 @@ IMPLICIT_DIR_MODE = 0o755
 def write_tar(layer: Mapping[str, Entry], target: TarSource) -> None:
     """Write *layer* to *target* (a path or a binary file object) as an OCI layer tar.
 
-    Raises :class:`LayerError` for a name that starts with ``.wh.``: in a tarball it
-    would read back as a whiteout marker, so such a layer has no OCI form.
+    Raises :class:`LayerError` for a name that starts with ``.wh.`` (a file, directory,
+    symlink or whiteout): in a tarball it would read back as a marker, so such a layer has
+    no OCI form.
     """
     if not isinstance(layer, Layer):
         layer = Layer(layer)
     for path in layer:
         name = path.rpartition("/")[2]
-        if name.startswith(_format.OCI_WHITEOUT_PREFIX) and not isinstance(layer[path], Whiteout):
+        # A whiteout of such a name would become ".wh..wh.<rest>", which OCI reserves.
+        if name.startswith(_format.OCI_WHITEOUT_PREFIX):
             raise LayerError(
                 f"{path!r} cannot be stored in an OCI layer: names starting with "
                 f"{_format.OCI_WHITEOUT_PREFIX!r} are whiteout markers there"

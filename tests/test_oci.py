@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 
-from pytest_overlay.layers import WHITEOUT, Dir, File, Layer, LayerError, Symlink, read_layer
+from pytest_overlay.layers import (
+    WHITEOUT,
+    Dir,
+    Entry,
+    File,
+    Layer,
+    LayerError,
+    Symlink,
+    read_layer,
+)
 from pytest_overlay.oci import extract_tar, read_tar, write_tar
 from pytest_overlay.testing import layers
 
@@ -63,9 +72,10 @@ def test_export_then_import_gives_the_same_layer(layer: Layer) -> None:
     assert read_tar(io.BytesIO(exported(layer))) == layer
 
 
-def test_export_refuses_names_that_read_back_as_markers() -> None:
+@pytest.mark.parametrize("entry", [File(), Dir(), Symlink("t"), WHITEOUT])
+def test_export_refuses_names_that_read_back_as_markers(entry: Entry) -> None:
     with pytest.raises(LayerError, match=r"'d/\.wh\.x' cannot be stored"):
-        exported(Layer.build({"d/.wh.x": File()}))
+        exported(Layer.build({"d/.wh.x": entry}))
 
 
 def tar_of(*entries: tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]) -> io.BytesIO:
