@@ -127,8 +127,9 @@ class ChainState:
     def child(self, parent: ChainNode, name: str) -> ChainNode | None:
         found: list[Path] = []
         first: Entry | None = None
-        for directory in parent.sources:
-            path = directory / name
+        last = len(parent.sources) - 1
+        for index, directory in enumerate(parent.sources):
+            path = os.path.join(directory, name)
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
@@ -136,12 +137,13 @@ class ChainState:
             if _format.is_whiteout(path, st):
                 break
             if first is None:
-                first = Entry.from_path(path, st)
+                first = Entry.from_path(Path(path), st)
             elif not stat.S_ISDIR(st.st_mode):
                 # A non-directory below a directory is not merged, and ends the lookup.
                 break
-            found.append(path)
-            if not first.is_dir or _format.is_opaque(path):
+            found.append(Path(path))
+            # An opaque marker only matters if there are layers below to hide.
+            if not first.is_dir or (index < last and _format.is_opaque(path)):
                 break
         if first is None:
             return None
