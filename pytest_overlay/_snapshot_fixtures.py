@@ -182,7 +182,7 @@ class Snapshotter:
         """
         __tracebackhide__ = True
         wanted = {_parse_change(item) for item in expected}
-        deltas = self._stack.deltas_since(since)
+        deltas = self._stack._deltas_since(since)
         actual = {d.change for d in deltas}
         if actual != wanted:
             raise AssertionError(
@@ -204,7 +204,7 @@ class Snapshotter:
         """
         __tracebackhide__ = True
         wanted = {self._relative(p) for p in paths}
-        deltas = self._stack.deltas_since(since)
+        deltas = self._stack._deltas_since(since)
         actual = {d.change.path for d in deltas}
         if actual != wanted:
             raise AssertionError(
@@ -231,7 +231,7 @@ class Snapshotter:
         __tracebackhide__ = True
         self._golden_count += 1
         path = _golden.path_for(self._test_file, self._nodeid, name, self._golden_count)
-        lines = _golden.render(self._stack.deltas_since(since))
+        lines = _golden.render(self._stack._deltas_since(since))
         outcome = _golden.check(path, lines, self._nodeid, update=self._state.update_golden)
         if outcome is _golden.Outcome.WRITTEN:
             self._state.written.append(path)

@@ -156,12 +156,12 @@ class Snapshot:
         Only the layers above the two states' common part are read, so the cost follows
         the number of entries changed since then, not the size of the tree.
         """
-        return [d.change for d in self.deltas(other)]
+        return [d.change for d in self._deltas(other)]
 
-    def deltas(self, other: Snapshot | None = None) -> list[_statediff.Delta]:
+    def _deltas(self, other: Snapshot | None = None) -> list[_statediff.Delta]:
         """:meth:`diff` with the entries before and after each change."""
         if other is None:
-            return self._owner().deltas_since(self)
+            return self._owner()._deltas_since(self)
         mine, theirs = self.layers, other.layers
         common = common_suffix(mine, theirs)
         if common == 0:

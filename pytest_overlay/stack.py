@@ -342,9 +342,9 @@ class OverlayStack:
         directory counts as modified only when its own mode or owner changed. See
         :meth:`Snapshot.diff <pytest_overlay.Snapshot.diff>`.
         """
-        return [d.change for d in self.deltas_since(since)]
+        return [d.change for d in self._deltas_since(since)]
 
-    def deltas_since(self, since: Snapshot | None = None) -> list[_statediff.Delta]:
+    def _deltas_since(self, since: Snapshot | None = None) -> list[_statediff.Delta]:
         """:meth:`diff`, with the entries before and after each change."""
         space = self._require()
         assert self._backend is not None

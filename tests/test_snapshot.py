@@ -245,7 +245,7 @@ def test_diff_against_the_live_view(stack: OverlayStack) -> None:
 
 def test_deltas_carry_the_entries_before_and_after(stack: OverlayStack, base: Path) -> None:
     (stack.merged / "file.txt").write_text("now\n")
-    (delta,) = stack.deltas_since()
+    (delta,) = stack._deltas_since()
     assert delta.before is not None
     assert delta.after is not None
     assert delta.before.source == base.resolve() / "file.txt"
