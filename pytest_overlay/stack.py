@@ -224,7 +224,11 @@ class OverlayStack:
         return self
 
     def close(self) -> None:
-        """Unmount the union and delete its workspace. Safe to call more than once."""
+        """Unmount the union and delete its workspace. Safe to call more than once.
+
+        Frozen layers that a :class:`~pytest_overlay.Snapshot` (or a stack built on one)
+        still refers to stay on disk until the last such reference is gone.
+        """
         space, self._space = self._space, None
         if space is None:
             return
