@@ -62,8 +62,12 @@ def holders(merged: Path, limit: int = _MAX_LISTED) -> list[str]:
         own_ns = os.readlink("/proc/self/ns/mnt")
     except OSError:
         own_ns = None
+    try:
+        pids = sorted((p for p in os.listdir("/proc") if p.isdigit()), key=int)
+    except OSError:
+        return []  # no /proc (macOS, for the copy backend): nothing to go by
     found: list[str] = []
-    for pid in sorted((p for p in os.listdir("/proc") if p.isdigit()), key=int):
+    for pid in pids:
         proc = f"/proc/{pid}"
         try:
             if own_ns is not None and os.readlink(f"{proc}/ns/mnt") != own_ns:

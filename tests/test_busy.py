@@ -58,3 +58,17 @@ def test_listing_is_limited(tmp_path: Path) -> None:
     finally:
         for f in files:
             f.close()
+
+
+def test_without_proc_nothing_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_listdir = os.listdir
+
+    def no_proc(path: str) -> list[str]:
+        if path == "/proc":
+            raise FileNotFoundError(path)
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", no_proc)
+    with open(tmp_path / "f", "w"):
+        assert holders(tmp_path) == []
+        check_idle(tmp_path, "take a snapshot of")
