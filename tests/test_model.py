@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,6 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import invariant
 
-from pytest_overlay._errors import BackendUnavailable
 from pytest_overlay.layers import (
     WHITEOUT,
     Dir,
@@ -32,7 +30,6 @@ from pytest_overlay.layers import (
     write_layer,
 )
 from pytest_overlay.model import UnionModel, UnmodelledError
-from pytest_overlay.stack import OverlayStack
 from pytest_overlay.testing import (
     AppendBytes,
     Chmod,
@@ -42,7 +39,6 @@ from pytest_overlay.testing import (
     Mkdir,
     ModelSystem,
     Operation,
-    OverlayStackSystem,
     Rename,
     Rmdir,
     Truncate,
@@ -50,6 +46,7 @@ from pytest_overlay.testing import (
     Unlink,
     WriteBytes,
 )
+from tests.kernel import kernel, kernel_stack
 
 
 @dataclass(frozen=True)
@@ -385,34 +382,6 @@ def test_model(case: Case) -> None:
 
 # -- the same cases on the kernel -----------------------------------------------------------
 
-#: The backends that are kernel overlayfs: as root, and in a user namespace with userxattr.
-KERNEL_BACKENDS = ("kernel", "userns")
-
-
-def fast_tmp() -> str | None:
-    """A tmpfs for throwaway layers when there is one (rmdir on ext4 costs ~2 ms)."""
-    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-
-
-def open_kernel(lowers: Sequence[Layer], umask: int = 0o022) -> OverlayStackSystem:
-    """A kernel overlay mount of *lowers*, or a skip saying why there cannot be one."""
-    reasons = []
-    for backend in KERNEL_BACKENDS:
-        try:
-            return OverlayStackSystem.create(lowers, umask, backend=backend, directory=fast_tmp())
-        except BackendUnavailable as exc:
-            reasons.append(str(exc))
-    pytest.skip("no kernel overlayfs here: " + "; ".join(reasons))
-
-
-@contextmanager
-def kernel(lowers: Sequence[Layer], umask: int = 0o022) -> Iterator[OverlayStackSystem]:
-    system = open_kernel(lowers, umask)
-    try:
-        yield system
-    finally:
-        system.close()
-
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_kernel(case: Case) -> None:
@@ -425,24 +394,6 @@ def test_kernel(case: Case) -> None:
         run_script(case, model)
         assert system.merged() == model.merged()
         assert list(system.lowers()) == lowers
-
-
-@contextmanager
-def kernel_stack(lowers: Sequence[Path]) -> Iterator[OverlayStack]:
-    """A kernel overlay mount of real directories, or a skip saying why there is none."""
-    reasons = []
-    for backend in KERNEL_BACKENDS:
-        try:
-            stack = OverlayStack(lowers, backend=backend).mount()
-        except BackendUnavailable as exc:
-            reasons.append(str(exc))
-            continue
-        try:
-            yield stack
-        finally:
-            stack.close()
-        return
-    pytest.skip("no kernel overlayfs here: " + "; ".join(reasons))
 
 
 def test_lower_hard_links_break_on_copy_up(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ operation gives the call, so a list of them reads as a script.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 __all__ = [
     "AppendBytes",
@@ -55,7 +55,7 @@ class FileSystemOps(Protocol):
     def link(self, src: str, dst: str, /) -> None: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Operation:
     """One call of a :class:`FileSystemOps` method; the fields are its arguments in order."""
 
@@ -68,76 +68,85 @@ class Operation:
         """Call the method on *fs*; an OSError from it propagates unchanged."""
         getattr(fs, self.method)(*self.arguments())
 
-    def __str__(self) -> str:
-        shown = [
+    def _shown_arguments(self) -> str:
+        return ", ".join(
             f"{getattr(self, f.name):#o}" if f.name == "mode" else repr(getattr(self, f.name))
             for f in fields(self)
-        ]
-        return f"{self.method}({', '.join(shown)})"
+        )
+
+    def __str__(self) -> str:
+        return f"{self.method}({self._shown_arguments()})"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._shown_arguments()})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis prints drawn values with its own pretty printer; keep it short.
+        printer.text(repr(self))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class WriteBytes(Operation):
     method = "write_bytes"
     path: str
     data: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class AppendBytes(Operation):
     method = "append_bytes"
     path: str
     data: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Truncate(Operation):
     method = "truncate"
     path: str
     length: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Mkdir(Operation):
     method = "mkdir"
     path: str
     mode: int = 0o777
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Rmdir(Operation):
     method = "rmdir"
     path: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Unlink(Operation):
     method = "unlink"
     path: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Rename(Operation):
     method = "rename"
     src: str
     dst: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class CreateSymlink(Operation):
     method = "symlink"
     target: str
     path: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Chmod(Operation):
     method = "chmod"
     path: str
     mode: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Link(Operation):
     method = "link"
     src: str

@@ -1,0 +1,279 @@
+"""pytest_overlay.testing: the state machine against the kernel mount, proof that the
+machine catches broken union implementations, and the strategies it draws from."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import pytest
+from hypothesis import HealthCheck, Phase, find, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import run_state_machine_as_test
+
+from pytest_overlay.layers import WHITEOUT, Dir, File, Layer, squash
+from pytest_overlay.model import UnionModel
+from pytest_overlay.testing import (
+    CreateSymlink,
+    DirectoryOps,
+    ModelSystem,
+    Operation,
+    Rename,
+    UnionStateMachine,
+    UnionSystem,
+    Unlink,
+    describe_difference,
+    layer_stacks,
+    layers,
+    name_pools,
+    names,
+    operations,
+)
+from pytest_overlay.testing.strategies import TRICKY_NAMES, without_inert_whiteouts
+from tests.kernel import kernel, open_kernel
+
+# -- the machine against the kernel ---------------------------------------------------------
+
+
+class KernelMachine(UnionStateMachine):
+    """The reference model next to kernel overlayfs, mounted by OverlayStack."""
+
+    whiteouts: ClassVar[Literal["chardev", "xattr"]] = "chardev"
+
+    def lower_layers(self, pool: Sequence[str]) -> st.SearchStrategy[list[Layer]]:
+        # Whiteouts that hide nothing show up in the kernel's readdir (see docs/model.rst).
+        return super().lower_layers(pool).map(without_inert_whiteouts)
+
+    def open_system(self, lowers: Sequence[Layer], umask: int) -> UnionSystem:
+        return open_kernel(lowers, umask, whiteouts=self.whiteouts)
+
+
+class XattrWhiteoutKernelMachine(KernelMachine):
+    """Lower layers written with xattr whiteouts (kernel >= 6.7) instead of devices."""
+
+    whiteouts = "xattr"
+
+
+# Two test cases so that xdist can run them side by side. Runs per case come from the
+# Hypothesis profile (tests/conftest.py): 25 by default, 200 with HYPOTHESIS_PROFILE=ci.
+TestKernelUnion = KernelMachine.TestCase
+TestKernelUnion.settings = settings(stateful_step_count=40)
+TestKernelUnionXattrWhiteouts = XattrWhiteoutKernelMachine.TestCase
+TestKernelUnionXattrWhiteouts.settings = settings(stateful_step_count=40)
+
+
+# -- the machine catches broken implementations ---------------------------------------------
+
+
+class ForgetsWhiteouts(ModelSystem):
+    """Deletes lower files without leaving a whiteout, as a naive layer applier might."""
+
+    def apply(self, op: Operation) -> None:
+        super().apply(op)
+        if isinstance(op, Unlink):
+            upper = self.model._upper
+            if upper.get(op.path) == WHITEOUT:
+                upper.remove(op.path)
+
+
+class RenamesLowerDirs(ModelSystem):
+    """Lets a lower directory be renamed (like redirect_dir=on, or a copying backend)."""
+
+    def apply(self, op: Operation) -> None:
+        try:
+            super().apply(op)
+        except OSError as exc:
+            if not (isinstance(op, Rename) and exc.errno == errno.EXDEV):
+                raise
+
+
+class WritesThrough(ModelSystem):
+    """Reports a lower layer that changed under it."""
+
+    def lowers(self) -> Sequence[Layer]:
+        first, *rest = self.model.lowers
+        return [first.with_entries({"written-through": File(b"oops")}), *rest]
+
+
+def machine_for(system: type[ModelSystem]) -> type[UnionStateMachine]:
+    class Machine(UnionStateMachine):
+        def open_system(self, lowers: Sequence[Layer], umask: int) -> UnionSystem:
+            return system(lowers, umask)
+
+    return Machine
+
+
+QUICK = settings(
+    max_examples=300,
+    stateful_step_count=20,
+    database=None,
+    derandomize=True,
+    report_multiple_bugs=False,
+    phases=[Phase.generate],  # the first failure is enough; shrinking costs seconds
+    suppress_health_check=list(HealthCheck),
+    deadline=None,
+)
+
+
+@pytest.mark.parametrize(
+    ("system", "complaint"),
+    [
+        (ForgetsWhiteouts, r"merged view differs from the model.*fs\.unlink\("),
+        (RenamesLowerDirs, r"fs\.rename\(.*the model says OSError EXDEV, the system says ok"),
+        (WritesThrough, r"lower layer 0 \(must never change\).*'written-through'"),
+    ],
+    ids=["no-whiteouts", "dir-rename", "lower-modified"],
+)
+def test_machine_catches_a_broken_system(system: type[ModelSystem], complaint: str) -> None:
+    # The message also carries the falsifying script, so a failure reads as one.
+    with pytest.raises(AssertionError, match=re.compile(complaint, re.DOTALL)):
+        run_quickly(machine_for(system))
+
+
+def test_machine_needs_open_system() -> None:
+    with pytest.raises(NotImplementedError, match="must implement open_system"):
+        run_quickly(UnionStateMachine)
+
+
+def run_quickly(machine: type[UnionStateMachine]) -> None:
+    run_state_machine_as_test(machine, settings=QUICK)  # type: ignore[no-untyped-call]
+
+
+# -- systems --------------------------------------------------------------------------------
+
+
+def test_kernel_system_removes_its_directory(tmp_path: Path) -> None:
+    with kernel([Layer.build({"d/f": File(b"x")})]) as system:
+        root = system._root
+        system.ops.write_bytes("d/f", b"y")
+        assert root.is_dir()
+    assert not root.exists()
+
+
+def test_directory_ops_stay_under_their_root(tmp_path: Path) -> None:
+    ops = DirectoryOps(tmp_path / "root", 0o022)
+    for path in ["../escape", "/etc/passwd", "a/../../b"]:
+        with pytest.raises(ValueError, match="would leave"):
+            ops.write_bytes(path, b"")
+
+
+def test_directory_ops_apply_their_umask(tmp_path: Path) -> None:
+    ops = DirectoryOps(tmp_path, 0o077)
+    ops.mkdir("d")
+    ops.write_bytes("d/f", b"x")
+    assert os.stat(tmp_path / "d").st_mode & 0o777 == 0o700
+    assert os.stat(tmp_path / "d" / "f").st_mode & 0o777 == 0o600
+
+
+def test_describe_difference_names_each_path() -> None:
+    expected = Layer.build({"a": File(b"1"), "d": Dir(opaque=True)})
+    actual = Layer.build({"a": File(b"2"), "d": Dir(), "x": WHITEOUT})
+    assert describe_difference(expected, actual) == "\n".join(
+        [
+            "  'a': expected File(b'1', mode=0o644), got File(b'2', mode=0o644)",
+            "  'd': expected Dir(mode=0o755, opaque=True), got Dir(mode=0o755)",
+            "  'x': expected None, got WHITEOUT",
+        ]
+    )
+
+
+@pytest.mark.xfail(
+    reason="changes.diff_upper skips '.wh..wh..opq' everywhere as a fuse-overlayfs marker, "
+    "but on kernel overlayfs it is an ordinary name a user may create",
+    strict=True,
+)
+def test_a_file_named_like_the_opaque_marker_is_just_a_file() -> None:
+    lowers = [Layer.build({"d/keep": File(b"k")})]
+    model = UnionModel(lowers)
+    model.write_bytes("d/.wh..wh..opq", b"")
+    with kernel(lowers) as system:
+        system.ops.write_bytes("d/.wh..wh..opq", b"")
+        assert system.upper() == model.upper()
+        assert [str(c) for c in system.changes() or []] == ["M d", "A d/.wh..wh..opq"]
+
+
+# -- strategies -----------------------------------------------------------------------------
+
+#: For find(): stop at the first example that shows the strategy can reach a case.
+SEARCH = settings(database=None, max_examples=5000, phases=[Phase.generate])
+
+
+@given(names())
+def test_names_are_legal_file_names(name: str) -> None:
+    assert name not in ("", ".", "..")
+    assert "/" not in name
+    assert "\0" not in name
+    assert len(name.encode()) <= 255
+
+
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        lambda n: " " in n,
+        lambda n: n.startswith("-"),
+        lambda n: n.startswith(".wh."),
+        lambda n: not n.isascii(),
+        lambda n: n not in TRICKY_NAMES and len(n) > 1,  # arbitrary text too
+    ],
+    ids=["space", "leading-dash", "wh-prefix", "unicode", "arbitrary"],
+)
+def test_names_reach_the_awkward_cases(wanted: Callable[[str], bool]) -> None:
+    find(names(), wanted, settings=SEARCH)
+
+
+def test_layers_reach_whiteouts_opaque_dirs_and_depth() -> None:
+    def rich(layer: Layer) -> bool:
+        entries = list(layer.values())
+        return (
+            WHITEOUT in entries
+            and any(isinstance(e, Dir) and e.opaque for e in entries)
+            and any(path.count("/") == 2 for path in layer)
+        )
+
+    find(layers(), rich, settings=SEARCH)
+
+
+@pytest.mark.parametrize("kind", [op.__name__ for op in Operation.__subclasses__()])
+def test_operations_reach_every_kind(kind: str) -> None:
+    model = UnionModel([Layer.build({"d/f": File(b"x"), "g": File()})])
+    find(
+        operations(model, ("a", "b")),
+        lambda op: type(op).__name__ == kind,
+        settings=SEARCH,
+    )
+
+
+def test_operations_aim_mostly_at_existing_paths() -> None:
+    # Operations on names that exist are what exercise copy-up; a uniform draw of random
+    # paths would mostly hit ENOENT.
+    model = UnionModel([Layer.build({"d/f": File(b"x"), "g": File()})])
+    hits = []
+
+    @given(operations(model, ("zz",)))
+    @settings(database=None, max_examples=200, derandomize=True)
+    def record(op: Operation) -> None:
+        path = op.path if isinstance(op, CreateSymlink) else op.arguments()[0]
+        hits.append(model.lookup(str(path)) is not None)
+
+    record()
+    assert sum(hits) > len(hits) / 3
+
+
+@given(st.data())
+def test_pruning_inert_whiteouts_keeps_the_union(data: st.DataObject) -> None:
+    lowers = data.draw(layer_stacks(data.draw(name_pools())))
+    pruned = without_inert_whiteouts(lowers)
+    assert squash(pruned) == squash(lowers)
+    assert WHITEOUT not in pruned[-1].values()  # nothing below the lowest layer to hide
+
+
+def test_model_system_is_a_union_system() -> None:
+    system: UnionSystem = ModelSystem([Layer.build({"f": File()})], 0o022)
+    system.apply(Unlink("f"))
+    assert system.upper() == Layer({"f": WHITEOUT})
+    assert [str(c) for c in system.changes() or []] == ["D f"]
+    assert system.merged() == Layer()
