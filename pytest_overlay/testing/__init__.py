@@ -6,7 +6,7 @@ a FUSE filesystem, an image builder) can run the same checks on their own code: 
 :class:`UnionStateMachine`. Importing this module needs Hypothesis.
 """
 
-from pytest_overlay.testing.operations import (
+from pytest_overlay.testing.ops import (
     AppendBytes,
     Chmod,
     CreateSymlink,

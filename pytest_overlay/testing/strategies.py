@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pytest_overlay._layer import WHITEOUT, Dir, Entry, File, Layer, Symlink, Whiteout, parent_of
 from pytest_overlay._union import UnionView, join
 from pytest_overlay.model import UnionModel
-from pytest_overlay.testing.operations import (
+from pytest_overlay.testing.ops import (
     AppendBytes,
     Chmod,
     CreateSymlink,

@@ -21,7 +21,7 @@ from pytest_overlay._layer import Dir, Layer
 from pytest_overlay._layer_io import read_layer, write_layer
 from pytest_overlay.changes import Change
 from pytest_overlay.model import UnionModel
-from pytest_overlay.testing.operations import Operation
+from pytest_overlay.testing.ops import Operation
 
 if TYPE_CHECKING:
     from pytest_overlay.stack import OverlayStack
