@@ -6,7 +6,7 @@ It only wires pytest to the rest of the package; disable it with ``-p no:overlay
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from pytest_overlay import (
     _config,
     _info,
     _namespace,
+    _retention,
     _session,
     _snapshot_fixtures,
     _sweep,
@@ -27,6 +28,11 @@ from pytest_overlay._snapshot_fixtures import overlay_snapshot  # noqa: F401 - a
 from pytest_overlay.stack import OverlayStack
 
 _FIXTURES = ("overlay_stack", "overlay_stack_factory")
+# Per test: its stack, whether a phase failed, and where its upper layer will be kept.
+_STACK = pytest.StashKey[OverlayStack]()
+_FAILED = pytest.StashKey[bool]()
+_KEEP_AT = pytest.StashKey[Path]()
+_KEEPER = pytest.StashKey[_retention.Keeper]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -53,7 +59,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="show which overlay backends work on this machine, why not, and how to "
         "enable them; then exit.",
     )
+    group.addoption(
+        "--overlay-keep",
+        dest="overlay_retention_policy",
+        default=None,
+        metavar="POLICY",
+        help="keep the upper layers of: failed tests (default), all tests, or none, for "
+        "inspection under the basetemp. Ini: overlay_retention_policy.",
+    )
     parser.addini("overlay_backend", help="default for --overlay-backend (auto)", default="auto")
+    parser.addini(
+        "overlay_retention_policy",
+        help="whose upper layers to keep: failed (default), all, none",
+        default="failed",
+    )
+    parser.addini(
+        "overlay_retention_count",
+        help="keep at most this many upper layers per session, oldest dropped first (3)",
+        default="3",
+    )
     parser.addini(
         "overlay_base",
         type="paths",
@@ -74,6 +98,7 @@ def _linux() -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _config.MARKER_HELP)
     _session.validate(config)
+    _retention.settings(config)
     _snapshot_fixtures.configure(config)
     if not _linux():
         return
@@ -137,6 +162,8 @@ def overlay_stack_factory(
     """
     backend = _session.backend_or_skip(pytestconfig)
     root = tmp_path_factory.mktemp("overlay", numbered=False)
+    policy, count = _retention.settings(pytestconfig)
+    pytestconfig.stash[_KEEPER] = _retention.Keeper(policy, count, root.parent / "overlay-kept")
     factory = OverlayStackFactory(root, backend, _ispytest=True)
     yield factory
     factory.close_all()
@@ -163,7 +190,38 @@ def overlay_stack(
         pytest.skip(f"pytest-overlay cannot mount here: {exc}")
     except OverlayError as exc:
         pytest.fail(f"overlay_stack: {exc}", pytrace=False)
+    request.node.stash[_STACK] = stack
     try:
         yield stack
     finally:
-        stack.close()
+        keeper = request.config.stash.get(_KEEPER, None)
+        failed = request.node.stash.get(_FAILED, False)
+        if keeper is not None and keeper.wants(failed):
+            destination = request.node.stash.get(_KEEP_AT, None)
+            destination = destination or keeper.destination(request.node.name)
+            stack.close(keep_upper=destination)
+            keeper.kept(destination)
+        else:
+            stack.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report: pytest.TestReport = yield
+    if report.failed and report.when in ("setup", "call"):
+        item.stash[_FAILED] = True
+        stack = item.stash.get(_STACK, None)
+        if stack is not None and stack.mounted:
+            # The stack is still mounted here: teardown comes after this report.
+            keeper = item.config.stash.get(_KEEPER, None)
+            kept_at = None
+            if keeper is not None and keeper.wants(True):
+                kept_at = item.stash[_KEEP_AT] = keeper.destination(item.name)
+            try:
+                text = _retention.report_section(stack.changes(), kept_at)
+            except OverlayError as exc:
+                text = f"could not list the changes: {exc}"
+            report.sections.append(("overlay changes", text))
+    return report

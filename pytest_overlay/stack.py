@@ -223,17 +223,23 @@ class OverlayStack:
         self._upper_attributes = attributes
         return self
 
-    def close(self) -> None:
+    def close(self, *, keep_upper: str | os.PathLike[str] | None = None) -> None:
         """Unmount the union and delete its workspace. Safe to call more than once.
 
         Frozen layers that a :class:`~pytest_overlay.Snapshot` (or a stack built on one)
-        still refers to stay on disk until the last such reference is gone.
+        still refers to stay on disk until the last such reference is gone. With
+        *keep_upper*, the upper layer (what changed since the last snapshot) is moved to
+        that new path instead of being deleted, for inspection.
         """
         space, self._space = self._space, None
         if space is None:
             return
         assert self._backend is not None
         self.clean_unmount = self._backend.unmount(space)
+        if keep_upper is not None:
+            # Moved, not copied: the upper may be large, and it is ours to give away now.
+            os.rename(space.upper, keep_upper)
+            space.upper.mkdir()
         self._release(space)
 
     def _release(self, space: Workspace) -> None:

@@ -1,0 +1,92 @@
+"""Keeping the upper layers of failed tests for inspection, and the failure report section.
+
+Modelled on pytest's ``tmp_path_retention_policy``: a policy (``failed``, ``all`` or
+``none``) and a count limit; the oldest kept layer goes when the limit is reached.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import final
+
+import pytest
+
+from pytest_overlay._workspace import remove_workspace
+from pytest_overlay.changes import Change
+
+POLICIES = ("failed", "all", "none")
+#: How many changes a failure report lists before summarising the rest.
+REPORT_LIMIT = 50
+
+
+def settings(config: pytest.Config) -> tuple[str, int]:
+    """The retention policy and count, validated (a usage error names the bad value)."""
+    policy = str(
+        config.getoption("overlay_retention_policy", None)
+        or config.getini("overlay_retention_policy")
+        or "failed"
+    ).strip()
+    if policy not in POLICIES:
+        raise pytest.UsageError(
+            f"--overlay-keep / overlay_retention_policy: unknown policy {policy!r}; "
+            f"choose one of: {', '.join(POLICIES)}"
+        )
+    raw = str(config.getini("overlay_retention_count")).strip()
+    try:
+        count = int(raw)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise pytest.UsageError(
+            f"overlay_retention_count: {raw!r} is not a whole number >= 0 (the most upper "
+            "layers to keep per session, e.g. 3)"
+        )
+    return policy, count
+
+
+@final
+class Keeper:
+    """Decides which upper layers to keep and where; drops the oldest past the limit."""
+
+    def __init__(self, policy: str, count: int, root: Path) -> None:
+        self.policy = policy
+        self.count = count
+        self._root = root
+        self._kept: deque[Path] = deque()
+
+    def wants(self, failed: bool) -> bool:
+        if self.count == 0:
+            return False
+        return self.policy == "all" or (self.policy == "failed" and failed)
+
+    def destination(self, name: str) -> Path:
+        """A fresh path for the upper layer of the test *name* (not created yet)."""
+        safe = re.sub(r"[^\w.-]", "_", name)[:60] or "test"
+        self._root.mkdir(parents=True, exist_ok=True)
+        candidate, n = self._root / safe, 1
+        while candidate.exists():
+            n += 1
+            candidate = self._root / f"{safe}-{n}"
+        return candidate
+
+    def kept(self, path: Path) -> None:
+        """Record a kept layer; delete the oldest ones beyond the count limit."""
+        self._kept.append(path)
+        while len(self._kept) > self.count:
+            remove_workspace(self._kept.popleft())
+
+
+def report_section(changes: Sequence[Change], kept_at: Path | None) -> str:
+    """The text of the 'overlay changes' section of a failed test's report."""
+    lines = [f"{len(changes)} change(s) on top of the base (A added, M modified, D deleted):"]
+    lines += [f"  {change}" for change in changes[:REPORT_LIMIT]]
+    if len(changes) > REPORT_LIMIT:
+        lines.append(f"  ... and {len(changes) - REPORT_LIMIT} more")
+    if kept_at is not None:
+        lines.append(f"upper layer kept at: {kept_at}")
+    else:
+        lines.append("the upper layer is deleted at teardown (keep it with --overlay-keep=failed)")
+    return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""Keeping upper layers of failed tests, and the 'overlay changes' report section."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pytest_overlay import Change, ChangeKind
+from pytest_overlay._retention import REPORT_LIMIT, Keeper, report_section
+from tests.helpers import make_tree
+
+pytest_plugins = ["pytester"]
+
+SUITE = """
+import pytest
+
+pytestmark = pytest.mark.overlay("base")
+
+@pytest.mark.parametrize("n", range(4))
+def test_fails(overlay_stack, n):
+    (overlay_stack.merged / "f.txt").write_text(f"broken {n}")
+    (overlay_stack.merged / "made").write_text("new")
+    assert False, "boom"
+
+def test_passes(overlay_stack):
+    (overlay_stack.merged / "made").write_text("new")
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    make_tree(pytester.path / "base", {"f.txt": "f"})
+    pytester.makepyfile(test_suite=SUITE)
+    return pytester
+
+
+def _kept(pytester: pytest.Pytester) -> list[Path]:
+    root = pytester.path / "bt" / "overlay-kept"
+    return sorted(root.iterdir()) if root.exists() else []
+
+
+def test_failure_report_lists_changes_and_the_kept_layer(project: pytest.Pytester) -> None:
+    result = project.runpytest(f"--basetemp={project.path / 'bt'}")
+    result.assert_outcomes(failed=4, passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*- overlay changes -*",
+            "2 change(s) on top of the base (A added, M modified, D deleted):",
+            "  M f.txt",
+            "  A made",
+            f"upper layer kept at: {project.path / 'bt' / 'overlay-kept'}/test_fails_*",
+        ]
+    )
+    # Default policy 'failed', count 3: the three most recent failures are kept.
+    kept = _kept(project)
+    assert [p.name for p in kept] == ["test_fails_1_", "test_fails_2_", "test_fails_3_"]
+    assert (kept[0] / "f.txt").read_text() == "broken 1"
+    assert (project.path / "base" / "f.txt").read_text() == "f"
+
+
+def test_keep_all_and_count(project: pytest.Pytester) -> None:
+    project.makeini("[pytest]\noverlay_retention_count = 10\n")
+    project.runpytest(f"--basetemp={project.path / 'bt'}", "--overlay-keep=all")
+    assert [p.name for p in _kept(project)] == [
+        "test_fails_0_",
+        "test_fails_1_",
+        "test_fails_2_",
+        "test_fails_3_",
+        "test_passes",
+    ]
+
+
+def test_keep_none(project: pytest.Pytester) -> None:
+    result = project.runpytest(f"--basetemp={project.path / 'bt'}", "--overlay-keep=none")
+    result.stdout.fnmatch_lines(["*the upper layer is deleted at teardown (keep it with*"])
+    assert _kept(project) == []
+    assert list((project.path / "bt" / "overlay").iterdir()) == []
+
+
+def test_bad_policy_and_count_are_usage_errors(project: pytest.Pytester) -> None:
+    result = project.runpytest("--overlay-keep=some")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown policy 'some'; choose one of: failed, all, none*"])
+    project.makeini("[pytest]\noverlay_retention_count = -1\n")
+    result = project.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*overlay_retention_count: '-1' is not a whole number*"])
+
+
+def test_report_section_is_capped() -> None:
+    changes = [Change(ChangeKind.ADD, f"f{i:03}") for i in range(REPORT_LIMIT + 7)]
+    text = report_section(changes, Path("/kept"))
+    assert text.splitlines()[REPORT_LIMIT] == f"  A f{REPORT_LIMIT - 1:03}"
+    assert "... and 7 more" in text
+    assert text.endswith("upper layer kept at: /kept")
+
+
+def test_keeper_drops_the_oldest(tmp_path: Path) -> None:
+    keeper = Keeper("all", 2, tmp_path / "kept")
+    paths = []
+    for name in ("a", "b", "c"):
+        path = keeper.destination(name)
+        make_tree(path, {"x": name})
+        keeper.kept(path)
+        paths.append(path)
+    assert [p.exists() for p in paths] == [False, True, True]
+    assert keeper.destination("b") == tmp_path / "kept" / "b-2"
+    assert not Keeper("failed", 0, tmp_path).wants(True)
+    assert Keeper("failed", 1, tmp_path).wants(True)
+    assert not Keeper("failed", 1, tmp_path).wants(False)
+    assert set(os.listdir(tmp_path / "kept")) == {"b", "c"}
