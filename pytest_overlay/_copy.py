@@ -54,8 +54,15 @@ class CopyBackend:
     def mount(self, lowers: Sequence[Path], space: Workspace) -> None:
         try:
             baseline = materialize(lowers, space.merged)
-        except BaseException:
+        except BaseException as exc:
             clear_directory(space.merged)
+            if isinstance(exc, PermissionError):
+                raise OverlayError(
+                    f"the copy backend cannot read {exc.filename} in the base "
+                    f"({exc.strerror}): it copies every entry, so make the base readable "
+                    "to this user, or use a mounting backend, which shows unreadable "
+                    "entries as they are"
+                ) from exc
             raise
         # The merged root looks like the upper root, as on a real overlay mount.
         space.merged.chmod(space.upper.stat().st_mode & 0o7777)

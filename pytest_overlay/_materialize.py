@@ -295,9 +295,15 @@ def write_upper(root: Path, baseline: Baseline, changes: Sequence[Change], upper
                 os.setxattr(dest, _opaque_xattr(), b"y")
             dirs.append((dest, st))
             continue
-        os.rename(src, dest)
         if stat.S_ISDIR(st.st_mode):
+            # Moving a directory to another parent rewrites its '..': an ordinary user
+            # needs write permission on it for that, even when the test took it away.
+            os.chmod(src, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)
+            os.rename(src, dest)
+            os.chmod(dest, stat.S_IMODE(st.st_mode))
             moved.append(change.path + "/")
+        else:
+            os.rename(src, dest)
     # Directory modes and times last: making a read-only directory first would block
     # writing its children, and writing children would move its mtime.
     for dest, st in reversed(dirs):

@@ -8,6 +8,8 @@ import socket
 import stat
 from pathlib import Path
 
+import pytest
+
 from pytest_overlay._materialize import diff_baseline, materialize, write_upper
 from pytest_overlay.changes import Change, ChangeKind, diff_upper
 from tests.helpers import make_tree
@@ -109,3 +111,17 @@ def test_absolute_links_into_the_base_point_into_the_copy(tmp_path: Path) -> Non
     materialize([base.resolve()], target)
     assert os.readlink(target / "d" / "abs") == os.fspath(target / "t")
     assert os.readlink(target / "outside") == "/etc/hostname"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_copy_backend_names_an_unreadable_entry(tmp_path: Path) -> None:
+    from pytest_overlay import OverlayError, OverlayStack
+
+    base = make_tree(tmp_path / "base", {"secret": "s", "ok": "o"})
+    os.chmod(base / "secret", 0)
+    try:
+        with pytest.raises(OverlayError, match=r"cannot read .*secret in the base"):
+            OverlayStack([base], workspace=tmp_path / "ws", backend="copy").mount()
+        assert list((tmp_path / "ws").iterdir()) == []
+    finally:
+        os.chmod(base / "secret", 0o600)
