@@ -258,6 +258,13 @@ def test_without_syrupy_snapshot_is_ours(project: pytest.Pytester) -> None:
     )
 
 
+def test_the_alias_can_be_turned_off(project: pytest.Pytester) -> None:
+    project.makepyfile("def test_it(snapshot):\n    pass\n")
+    result = project.runpytest("-p", "no:syrupy", "-p", "no:overlay-snapshot-alias")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'snapshot' not found*"])
+
+
 def test_any_plugin_that_defines_snapshot_keeps_it(project: pytest.Pytester) -> None:
     project.makepyfile(
         other_snapshots="""
