@@ -56,6 +56,8 @@ class _Inode:
     """A non-directory in the upper layer. Hard links share one object (``is``)."""
 
     entry: File | Symlink
+    #: Made by copy-up: overlayfs records the lower origin (``overlay.origin``).
+    copied_up: bool = False
 
 
 _Node = Dir | Whiteout | _Inode
@@ -141,26 +143,42 @@ def _within(path: str, ancestor: str) -> bool:
 class UnionModel:
     """Overlayfs on *lowers* (top-most first, like ``lowerdir=``) with an empty upper layer.
 
+    *unprivileged* models a mount made in a user namespace with ``userxattr``; it differs
+    from a root mount in one place only: ``rename()`` between two names of a copied-up
+    file fails with ESTALE instead of doing nothing.
+
     Lower layers may hold whiteouts and opaque directories, as the layers of a
     multi-layer image do. Paths are POSIX relative paths without ``.`` or ``..``
     components (anything else is a :class:`ValueError`: a bug in the caller, not an
     error the kernel would report).
     """
 
-    def __init__(self, lowers: Iterable[Mapping[str, Entry]] = (), *, umask: int = 0o022) -> None:
+    def __init__(
+        self,
+        lowers: Iterable[Mapping[str, Entry]] = (),
+        *,
+        umask: int = 0o022,
+        unprivileged: bool = False,
+    ) -> None:
         self.lowers: tuple[Layer, ...] = tuple(
             lower if isinstance(lower, Layer) else Layer(lower) for lower in lowers
         )
         self.umask = umask
+        #: Model a mount made in a user namespace (``userxattr``) rather than by root.
+        self.unprivileged = unprivileged
         self._upper = _Upper()
         self._view = UnionView((self._upper, *self.lowers))
 
     @classmethod
     def from_dirs(
-        cls, paths: Iterable[str | os.PathLike[str]], *, umask: int = 0o022
+        cls,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        umask: int = 0o022,
+        unprivileged: bool = False,
     ) -> UnionModel:
         """A model of real lower directories (top-most first), read with ``read_layer``."""
-        return cls([read_layer(path) for path in paths], umask=umask)
+        return cls([read_layer(path) for path in paths], umask=umask, unprivileged=unprivileged)
 
     @property
     def umask(self) -> int:
@@ -281,6 +299,10 @@ class UnionModel:
         if new.entry is not None:
             node = self._upper.node(old.path)
             if isinstance(node, _Inode) and node is self._upper.node(new.path):
+                if self.unprivileged and node.copied_up:
+                    # Measured on 6.18: an unprivileged mount sees two overlay inodes for
+                    # the names of a copied-up file, and ovl_rename then fails.
+                    raise _error(errno.ESTALE, src, dst)
                 return  # two names of one inode: rename(2) does nothing
             if is_dir and not isinstance(new.entry, Dir):
                 raise _error(errno.ENOTDIR, src, dst)
@@ -455,7 +477,7 @@ class UnionModel:
             self._upper.set(path, Dir(entry.mode))
         else:
             assert isinstance(entry, (File, Symlink))
-            self._upper.set(path, _Inode(entry))
+            self._upper.set(path, _Inode(entry, copied_up=True))
 
     def _copy_up_inode(self, path: str) -> _Inode:
         self._copy_up(path)

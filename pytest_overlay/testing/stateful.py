@@ -67,6 +67,12 @@ class UnionStateMachine(RuleBasedStateMachine):
             "the system under test (see pytest_overlay.testing.UnionSystem)"
         )
 
+    def make_model(self, lowers: Sequence[Layer], umask: int, system: UnionSystem) -> UnionModel:
+        """The model to compare *system* with. A system that is an unprivileged overlay
+        mount says so with a true ``unprivileged`` attribute."""
+        unprivileged = bool(getattr(system, "unprivileged", False))
+        return UnionModel(lowers, umask=umask, unprivileged=unprivileged)
+
     def lower_layers(self, pool: Sequence[str]) -> st.SearchStrategy[list[Layer]]:
         """The strategy for one run's lower layers; override to restrict them."""
         return layer_stacks(pool, min_layers=self.min_lowers, max_layers=self.max_lowers)
@@ -77,9 +83,10 @@ class UnionStateMachine(RuleBasedStateMachine):
         lowers = data.draw(self.lower_layers(self.pool), label="lowers")
         umask = data.draw(st.sampled_from(UMASKS), label="umask")
         self.lowers = tuple(lowers)
-        self.model = UnionModel(lowers, umask=umask)
-        note(f"fs = UnionModel({lowers!r}, umask={umask:#o})")
         self.system = self.open_system(lowers, umask)
+        self.model = self.make_model(lowers, umask, self.system)
+        flag = ", unprivileged=True" if self.model.unprivileged else ""
+        note(f"fs = UnionModel({lowers!r}, umask={umask:#o}{flag})")
 
     @rule(data=st.data())
     def operate(self, data: st.DataObject) -> None:

@@ -249,6 +249,11 @@ class OverlayStackSystem(DirectorySystem):
             raise
         return cls(stack, root, umask)
 
+    @property
+    def unprivileged(self) -> bool:
+        """Whether the union was mounted in a user namespace (``userxattr``), not by root."""
+        return self.stack.backend == "userns"
+
     def changes(self) -> list[Change] | None:
         return self.stack.changes()
 
