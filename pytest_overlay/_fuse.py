@@ -70,6 +70,7 @@ class FuseBackend:
                 "/dev/fuse is missing or not readable and writable by this user: "
                 "'chmod 0666 /dev/fuse' (the usual mode), or in Docker add --device /dev/fuse"
             )
+        self.activate()
         if self._in_host_namespace() and shutil.which("fusermount3") is None:
             return "fusermount3 is missing: install the fuse3 package"
         scratch = Path(tempfile.mkdtemp(prefix="pytest-overlay-probe-")).resolve()
@@ -85,7 +86,11 @@ class FuseBackend:
         return ""
 
     def activate(self) -> None:
-        return None
+        # An ordinary user mounts best from a user namespace of its own: fuse-overlayfs
+        # then mounts directly (no setuid fusermount3, which cannot work inside someone
+        # else's user namespace) and the mount dies with the namespace.
+        if os.geteuid() != 0 and not _namespace.cached_probe():
+            _namespace.enter_user_namespace()
 
     def mount(self, lowers: Sequence[Path], space: Workspace) -> None:
         exe = self._executable()

@@ -58,9 +58,15 @@ def sweep(basetemp: Path) -> list[Path]:
         if os.fspath(merged) in mounted:
             with contextlib.suppress(OSError), _namespace.mount_privileges():
                 _mount.unmount(merged)
-        for sub in ("work", "work/work", "work/index"):
-            with contextlib.suppress(OSError):
-                path = space / sub
-                if path.is_dir() and not path.is_symlink():
-                    os.chmod(path, 0o700)
+        _open_up(space / "work")
     return swept
+
+
+def _open_up(directory: Path) -> None:
+    """chmod 0700 every directory under overlayfs's private *directory*, top-down."""
+    with contextlib.suppress(OSError):
+        if directory.is_symlink() or not directory.is_dir():
+            return
+        os.chmod(directory, 0o700)
+        for child in directory.iterdir():
+            _open_up(child)

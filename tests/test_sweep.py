@@ -17,8 +17,9 @@ def _mode(path: Path) -> int:
 def test_sweep_opens_up_stale_work_dirs_only(tmp_path: Path) -> None:
     stale = make_tree(
         tmp_path / "overlay" / "test_x-abc",
-        {"upper": {"f": "kept"}, "work": {"work": {}}, "merged": {}},
+        {"upper": {"f": "kept"}, "work": {"work": {"incompat": {"volatile": {}}}}, "merged": {}},
     )
+    os.chmod(stale / "work" / "work" / "incompat", 0)
     os.chmod(stale / "work" / "work", 0)
     # Look-alikes that are not workspaces: never touched.
     user = make_tree(tmp_path / "overlay" / "notes", {"work": {"work": {}}})
@@ -31,6 +32,7 @@ def test_sweep_opens_up_stale_work_dirs_only(tmp_path: Path) -> None:
     assert stale_workspaces(tmp_path) == [stale]
     assert sweep(tmp_path) == [stale]
     assert _mode(stale / "work" / "work") == 0o700
+    assert _mode(stale / "work" / "work" / "incompat") == 0o700
     assert (stale / "upper" / "f").read_text() == "kept"
     assert _mode(user / "work" / "work") == 0
     assert _mode(other / "work" / "work") == 0
