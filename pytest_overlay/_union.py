@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from pytest_overlay._layer import Dir, Entry, Layer, Whiteout, path_key
+from pytest_overlay._layer import Dir, Entry, Layer, Whiteout
 from pytest_overlay.changes import Change, ChangeKind, sort_changes
 
 __all__ = ["Source", "Stack", "UnionView", "diff_layer"]
@@ -159,8 +159,3 @@ def diff_layer(upper: Layer, lowers: Sequence[Layer]) -> list[Change]:
 
     walk("", view.root())
     return sort_changes(changes)
-
-
-def sorted_paths(paths: Iterable[str]) -> list[str]:
-    """Paths in component-wise order (parents first)."""
-    return sorted(paths, key=path_key)

@@ -28,6 +28,7 @@ from pytest_overlay.testing.strategies import (
     names,
     operations,
     symlink_targets,
+    without_inert_whiteouts,
 )
 from pytest_overlay.testing.systems import (
     DirectoryOps,
@@ -65,4 +66,5 @@ __all__ = [
     "names",
     "operations",
     "symlink_targets",
+    "without_inert_whiteouts",
 ]
