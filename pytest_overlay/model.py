@@ -56,8 +56,10 @@ class _Inode:
     """A non-directory in the upper layer. Hard links share one object (``is``)."""
 
     entry: File | Symlink
-    #: Made by copy-up: overlayfs records the lower origin (``overlay.origin``).
-    copied_up: bool = False
+    #: For a copied-up file: the name whose overlay inode was made from the lower file
+    #: (the name it was copied up through, wherever it was renamed to since). Other
+    #: names linked to it later are looked up afresh, which matters when unprivileged.
+    origin_name: str | None = None
 
 
 _Node = Dir | Whiteout | _Inode
@@ -110,10 +112,22 @@ class _Upper:
     def insert(self, path: str, nodes: Mapping[str, _Node]) -> None:
         """Put back a subtree taken by :meth:`remove`, parents first."""
         for rel in sorted(nodes, key=lambda r: r.count("/") if r else -1):
-            self.set(join(path, rel) if rel else path, nodes[rel])
+            self.set(_below(path, rel), nodes[rel])
 
     def layer(self) -> Layer:
         return Layer({path: _entry(node) for path, node in self._nodes.items()})
+
+
+def _forget_names(path: str, removed: Mapping[str, _Node]) -> None:
+    """The names in *removed* (a subtree taken out at *path*) are gone for good."""
+    for rel, node in removed.items():
+        if isinstance(node, _Inode) and node.origin_name == _below(path, rel):
+            node.origin_name = None
+
+
+def _below(path: str, rel: str) -> str:
+    """*rel* (a key of a subtree taken out at *path*, "" for *path* itself) in full."""
+    return f"{path}/{rel}" if rel else path
 
 
 @dataclass(frozen=True)
@@ -144,8 +158,9 @@ class UnionModel:
     """Overlayfs on *lowers* (top-most first, like ``lowerdir=``) with an empty upper layer.
 
     *unprivileged* models a mount made in a user namespace with ``userxattr``; it differs
-    from a root mount in one place only: ``rename()`` between two names of a copied-up
-    file fails with ESTALE instead of doing nothing.
+    from a root mount in one place only: ``rename()`` between the name a file was copied
+    up through and a name linked to it afterwards fails with ESTALE instead of doing
+    nothing.
 
     Lower layers may hold whiteouts and opaque directories, as the layers of a
     multi-layer image do. Paths are POSIX relative paths without ``.`` or ``..``
@@ -299,9 +314,11 @@ class UnionModel:
         if new.entry is not None:
             node = self._upper.node(old.path)
             if isinstance(node, _Inode) and node is self._upper.node(new.path):
-                if self.unprivileged and node.copied_up:
-                    # Measured on 6.18: an unprivileged mount sees two overlay inodes for
-                    # the names of a copied-up file, and ovl_rename then fails.
+                if self.unprivileged and node.origin_name in (old.path, new.path):
+                    # Measured on 6.18: unprivileged, overlayfs cannot decode the origin
+                    # of a name linked after copy-up, so that name gets an overlay inode
+                    # of its own; the name copied up through keeps the one made from the
+                    # lower file. Two inodes, one upper file: ovl_rename fails.
                     raise _error(errno.ESTALE, src, dst)
                 return  # two names of one inode: rename(2) does nothing
             if is_dir and not isinstance(new.entry, Dir):
@@ -324,7 +341,10 @@ class UnionModel:
         if is_dir:
             self._mark_opaque_if_merged_parent(old.path, parent_of(new.path))
         moved = self._upper.remove(old.path)
-        self._upper.remove(new.path)
+        _forget_names(new.path, self._upper.remove(new.path))
+        for rel, node in moved.items():
+            if isinstance(node, _Inode) and node.origin_name == _below(old.path, rel):
+                node.origin_name = _below(new.path, rel)
         self._upper.insert(new.path, moved)
         if leave_whiteout:
             self._upper.set(old.path, WHITEOUT)
@@ -477,7 +497,7 @@ class UnionModel:
             self._upper.set(path, Dir(entry.mode))
         else:
             assert isinstance(entry, (File, Symlink))
-            self._upper.set(path, _Inode(entry, copied_up=True))
+            self._upper.set(path, _Inode(entry, origin_name=path))
 
     def _copy_up_inode(self, path: str) -> _Inode:
         self._copy_up(path)
@@ -498,6 +518,6 @@ class UnionModel:
     def _remove(self, path: str) -> None:
         leave_whiteout = self._lower_positive(path)
         self._copy_up_parents(path)
-        self._upper.remove(path)
+        _forget_names(path, self._upper.remove(path))
         if leave_whiteout:
             self._upper.set(path, WHITEOUT)
