@@ -8,16 +8,20 @@ and change list left behind. The expectations were measured on Linux 6.18.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import invariant
 
+from pytest_overlay.changes import diff_upper
 from pytest_overlay.layers import (
     WHITEOUT,
     Dir,
@@ -45,6 +49,9 @@ from pytest_overlay.testing import (
     UnionStateMachine,
     Unlink,
     WriteBytes,
+    layer_stacks,
+    name_pools,
+    operation_sequences,
 )
 from tests.kernel import kernel, kernel_stack
 
@@ -487,6 +494,25 @@ def test_errors_are_the_os_subclasses_with_both_names() -> None:
     with pytest.raises(FileNotFoundError) as info:
         model.rename("nope", "b")
     assert (info.value.filename, info.value.filename2) == ("nope", "b")
+
+
+@given(st.data())
+def test_changes_agree_with_diff_upper_on_the_models_own_upper(data: st.DataObject) -> None:
+    # The model's upper layers are the realistic ones (what the kernel leaves), so this
+    # checks changes.diff_upper on disk against the pure diff where it matters most.
+    pool = data.draw(name_pools())
+    lowers = data.draw(layer_stacks(pool))
+    model = UnionModel(lowers)
+    for op in data.draw(operation_sequences(lowers, pool)):
+        with contextlib.suppress(OSError):
+            op.apply(model)
+    with tempfile.TemporaryDirectory(prefix="pytest-overlay-model-") as name:
+        root = Path(name)
+        write_layer(model.upper(), root / "upper")
+        for index, lower in enumerate(lowers):
+            write_layer(lower, root / f"lower{index}")
+        paths = [root / f"lower{index}" for index in range(len(lowers))]
+        assert diff_upper(root / "upper", paths) == model.changes()
 
 
 class SquashMachine(UnionStateMachine):

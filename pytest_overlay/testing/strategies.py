@@ -11,6 +11,7 @@ the model.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import TypeAlias
 
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from pytest_overlay._layer import WHITEOUT, Dir, Entry, File, Layer, Symlink, Whiteout, parent_of
 from pytest_overlay._union import UnionView, join
-from pytest_overlay.model import UnionModel
+from pytest_overlay.model import UnionModel, UnmodelledError
 from pytest_overlay.testing.ops import (
     AppendBytes,
     Chmod,
@@ -41,6 +42,7 @@ __all__ = [
     "layers",
     "name_pools",
     "names",
+    "operation_sequences",
     "operations",
     "symlink_targets",
     "without_inert_whiteouts",
@@ -213,6 +215,32 @@ def operations(model: UnionModel, pool: Sequence[str]) -> st.SearchStrategy[Oper
         ("", *(p for p, e in merged.items() if isinstance(e, Dir))),
         tuple(pool),
     )
+
+
+@st.composite
+def operation_sequences(
+    draw: st.DrawFn,
+    lowers: Sequence[Layer],
+    pool: Sequence[str],
+    *,
+    max_size: int = 20,
+    umask: int = 0o022,
+) -> list[Operation]:
+    """A script of up to *max_size* operations on a union of *lowers*.
+
+    Each operation is aimed at the state the previous ones leave (they are applied to a
+    scratch :class:`~pytest_overlay.model.UnionModel` while drawing), for a plain
+    ``@given`` test; the state machine does the same one step at a time.
+    """
+    model = UnionModel(lowers, umask=umask)
+    script: list[Operation] = []
+    for _ in range(draw(st.integers(0, max_size))):
+        op = draw(operations(model, pool))
+        # A failing operation is still part of the script.
+        with contextlib.suppress(OSError, UnmodelledError):
+            op.apply(model)
+        script.append(op)
+    return script
 
 
 @st.composite
