@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -44,6 +43,7 @@ class FuseBackend:
 
     def __init__(self) -> None:
         self._daemons: dict[Path, subprocess.Popen[bytes]] = {}
+        self._lingering: list[subprocess.Popen[bytes]] = []
         self._probe: str | None = None
 
     def __repr__(self) -> str:
@@ -153,12 +153,28 @@ class FuseBackend:
         else:
             with _namespace.mount_privileges():
                 clean = _mount.unmount(space.merged)
+        # Reap daemons of earlier lazily detached mounts whose last user has gone.
+        self._lingering = [d for d in self._lingering if d.poll() is None]
         if daemon is not None:
-            # Busy and detached: the daemon still serves open files. Don't wait on it; it
-            # gets SIGTERM when pytest exits.
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                daemon.wait(timeout=5 if clean else 0.1)
+            self._reap(daemon, clean)
         return clean
+
+    def _reap(self, daemon: subprocess.Popen[bytes], clean: bool) -> None:
+        if not clean:
+            # Busy and detached: the daemon still serves the files held open. Keep it
+            # (and its Popen) until it exits; it gets SIGTERM when pytest exits anyway.
+            self._lingering.append(daemon)
+            return
+        try:
+            daemon.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            # Unmounted, yet still running: it has nothing left to serve.
+            daemon.terminate()
+            try:
+                daemon.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
 
     def changes(self, lowers: Sequence[Path], space: Workspace) -> list[Change]:
         return diff_upper(space.upper, lowers)
