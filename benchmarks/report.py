@@ -200,6 +200,9 @@ def write_tables(data: dict[str, Any], out: Path) -> None:
     if notes:
         md += ["## Notes", "", *(f"- {n}" for n in notes), ""]
     (out / "results.md").write_text("\n".join(md))
+    if proposed:
+        keys = [data.get("reference", KERNEL), "bare-ctypes", *(c["key"] for c in proposed)]
+        tables["proposals"] = cost_rows(data, keys)
     for name, (header, rows) in tables.items():
         (out / f"{name}.rst").write_text(rst_table(header, rows))
     (out / "import.rst").write_text(rst_table(*import_rows(data)))
@@ -222,10 +225,11 @@ def plot(data: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
-    for config in data["configs"]:
-        if config.get("proposal"):
-            continue
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=80)
+    colors = matplotlib.colormaps["tab20"].colors
+    markers = "osD^v<>ph*Xd"
+    shown = [c for c in data["configs"] if not c.get("proposal")]
+    for index, config in enumerate(shown):
         xs, ys = [], []
         for base in data["bases"]:
             cell = _cell(data["cells"][base["key"]], config["key"])
@@ -238,7 +242,8 @@ def plot(data: dict[str, Any], path: Path) -> None:
         ax.plot(
             xs,
             ys,
-            marker="o",
+            marker=markers[index % len(markers)],
+            color=colors[(2 * index) % 20 if index < 10 else (2 * index + 1) % 20],
             linewidth=2.5 if ours else 1.2,
             linestyle="-" if ours or config["key"] == "bare-ctypes" else "--",
             label=config["label"],
@@ -249,9 +254,9 @@ def plot(data: dict[str, Any], path: Path) -> None:
     ax.set_xticklabels([b["label"].replace(" / ", "\n") for b in data["bases"]])
     ax.set_xlabel("base size")
     ax.set_ylabel("median per-test cost (ms)")
-    ax.set_title("Per-test cost of a private writable view of a base directory")
+    ax.set_title("Per-test cost of a private, writable view of a base directory")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

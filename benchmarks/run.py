@@ -196,7 +196,8 @@ def import_cost(args: argparse.Namespace) -> list[dict[str, Any]]:
     quiet = child_env()
     autoload = dict(quiet)
     del autoload["PYTEST_DISABLE_PLUGIN_AUTOLOAD"]
-    base_cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    # Not -q: the report header (which names the backend) is part of a normal run.
+    base_cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
     variants = {
         "without": (base_cmd, quiet),
         "with": ([*base_cmd, "-p", "pytest_overlay.plugin"], quiet),
@@ -389,6 +390,28 @@ def evaluate_targets(data: dict[str, Any]) -> list[dict[str, str]]:
     return targets
 
 
+def save(data: dict[str, Any], args: argparse.Namespace) -> None:
+    args.results.mkdir(parents=True, exist_ok=True)
+    raw = args.results / "raw"
+    raw.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    (raw / f"run-{stamp}.json").write_text(json.dumps(data, indent=1))
+    report.write_tables(data, args.results)
+    report.plot(data, args.results / "cost_vs_base.png")
+    print((args.results / "results.md").read_text())
+
+
+def redo_import(args: argparse.Namespace) -> None:
+    runs = sorted((args.results / "raw").glob("run-*.json"))
+    if not runs:
+        sys.exit(f"no earlier run under {args.results / 'raw'}")
+    data = json.loads(runs[-1].read_text())
+    data["import"] = import_cost(args)
+    data["targets"] = evaluate_targets(data)
+    data["command"] += "; start-up measured again with --import-only"
+    save(data, args)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one short round")
@@ -401,6 +424,11 @@ def main() -> None:
     parser.add_argument(
         "--no-proposals", action="store_true", help="skip changes under evaluation"
     )
+    parser.add_argument(
+        "--import-only",
+        action="store_true",
+        help="measure the start-up cost again and update the last run's results",
+    )
     args = parser.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.budget = 2.0 if args.quick else 6.0
@@ -412,6 +440,11 @@ def main() -> None:
     args.scratch.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(repo_root()))
 
+    if args.import_only:
+        redo_import(args)
+        if created_scratch:
+            shutil.rmtree(args.scratch, ignore_errors=True)
+        return
     specs = [bases.SMALL, bases.LARGE] + ([bases.HUGE] if args.huge else [])
     notes: list[str] = []
     started = time.time()
@@ -474,14 +507,7 @@ def main() -> None:
     data["duration_s"] = round(time.time() - started)
     data["targets"] = evaluate_targets(data)
 
-    args.results.mkdir(parents=True, exist_ok=True)
-    raw = args.results / "raw"
-    raw.mkdir(exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    (raw / f"run-{stamp}.json").write_text(json.dumps(data, indent=1))
-    report.write_tables(data, args.results)
-    report.plot(data, args.results / "cost_vs_base.png")
-    print((args.results / "results.md").read_text())
+    save(data, args)
     if created_scratch and not args.keep_bases:
         shutil.rmtree(args.scratch, ignore_errors=True)
 
