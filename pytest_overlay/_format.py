@@ -63,12 +63,18 @@ def is_whiteout(path: str | os.PathLike[str], st: os.stat_result) -> bool:
 
 def is_opaque(path: str | os.PathLike[str]) -> bool:
     """Whether the directory at *path* hides the same-named directories below it."""
-    if any(_getxattr(path, name) == b"y" for name in OPAQUE_XATTRS):
-        return True
-    # fuse-overlayfs also drops an OCI-style marker file into directories it makes opaque.
-    return os.path.lexists(os.path.join(path, OCI_OPAQUE_MARKER))
+    return any(_getxattr(path, name) == b"y" for name in OPAQUE_XATTRS)
 
 
-def is_marker_name(name: str) -> bool:
-    """Whether a directory entry named *name* is bookkeeping, not content."""
-    return name == OCI_OPAQUE_MARKER
+#: Files fuse-overlayfs drops into the directories it makes opaque, next to the xattr.
+FUSE_MARKER_FILES: Final = frozenset({OCI_OPAQUE_MARKER, ".wh..opq"})
+
+
+def marker_names(directory: str | os.PathLike[str]) -> frozenset[str]:
+    """Names in *directory* that are bookkeeping rather than content.
+
+    fuse-overlayfs marks an opaque directory with marker files as well as the xattr. To
+    kernel overlayfs those names are ordinary files, so they only count as markers in a
+    directory that carries an opaque xattr, where fuse-overlayfs would have put them.
+    """
+    return FUSE_MARKER_FILES if is_opaque(directory) else frozenset()

@@ -128,10 +128,11 @@ class _Copier:
         found: dict[str, tuple[str, os.stat_result, list[str]] | None] = {}
         merging: dict[str, bool] = {}
         for source in sources:
+            markers = _format.marker_names(source)
             with os.scandir(source) as it:
                 for entry in it:
                     name = entry.name
-                    if _format.is_marker_name(name):
+                    if name in markers:
                         continue
                     st = entry.stat(follow_symlinks=False)
                     whiteout = _format.is_whiteout(entry.path, st)

@@ -155,11 +155,12 @@ class ChainState:
         names: set[str] = set()
         hidden: set[str] = set()
         for directory in node.sources:
+            markers = _format.marker_names(directory)
             with os.scandir(directory) as entries:
                 for item in entries:
                     if item.name in names or item.name in hidden:
                         continue
-                    if _format.is_marker_name(item.name):
+                    if item.name in markers:
                         continue
                     if _format.is_whiteout(item.path, item.stat(follow_symlinks=False)):
                         hidden.add(item.name)
@@ -224,9 +225,10 @@ def touched(layers: Sequence[Path], into: Touched | None = None) -> Touched:
 
 
 def _touch(directory: Path | str, tree: Touched) -> None:
+    markers = _format.marker_names(directory)
     with os.scandir(directory) as entries:
         for item in entries:
-            if _format.is_marker_name(item.name):
+            if item.name in markers:
                 continue
             node = tree.children.setdefault(item.name, Touched())
             if node.complete:

@@ -113,11 +113,12 @@ class LowerView:
         names: set[str] = set()
         hidden: set[str] = set()
         for layer in layers:
+            markers = _format.marker_names(layer)
             with os.scandir(layer) as entries:
                 for entry in entries:
                     if entry.name in names or entry.name in hidden:
                         continue
-                    if _format.is_marker_name(entry.name):
+                    if entry.name in markers:
                         continue
                     if _format.is_whiteout(entry.path, entry.stat(follow_symlinks=False)):
                         hidden.add(entry.name)
@@ -139,11 +140,10 @@ def diff_upper(upper: Path, lowers: Sequence[Path]) -> list[Change]:
 def _walk(
     directory: Path, prefix: str, view: LowerView, *, lower_visible: bool
 ) -> Iterator[Change]:
+    markers = _format.marker_names(directory)
     with os.scandir(directory) as it:
-        entries = list(it)
+        entries = [e for e in it if e.name not in markers]
     for entry in entries:
-        if _format.is_marker_name(entry.name):
-            continue
         rel = f"{prefix}{entry.name}"
         st = entry.stat(follow_symlinks=False)
         lower_kind = view.kind(rel) if lower_visible else None

@@ -181,11 +181,6 @@ def test_describe_difference_names_each_path() -> None:
     )
 
 
-@pytest.mark.xfail(
-    reason="changes.diff_upper skips '.wh..wh..opq' everywhere as a fuse-overlayfs marker, "
-    "but on kernel overlayfs it is an ordinary name a user may create",
-    strict=True,
-)
 def test_a_file_named_like_the_opaque_marker_is_just_a_file() -> None:
     lowers = [Layer.build({"d/keep": File(b"k")})]
     model = UnionModel(lowers)
@@ -194,6 +189,26 @@ def test_a_file_named_like_the_opaque_marker_is_just_a_file() -> None:
         system.ops.write_bytes("d/.wh..wh..opq", b"")
         assert system.upper() == model.upper()
         assert [str(c) for c in system.changes() or []] == ["M d", "A d/.wh..wh..opq"]
+
+
+@pytest.mark.xfail(
+    reason="inside an opaque directory, the names fuse-overlayfs uses as marker files "
+    "('.wh..wh..opq', '.wh..opq') are taken for markers on every backend",
+    strict=True,
+)
+def test_a_marker_named_file_in_an_opaque_directory_is_just_a_file() -> None:
+    lowers = [Layer.build({"d/keep": File(b"k")})]
+    model = UnionModel(lowers)
+    model.unlink("d/keep")
+    model.rmdir("d")
+    model.mkdir("d")
+    model.write_bytes("d/.wh..wh..opq", b"")
+    with kernel(lowers) as system:
+        system.ops.unlink("d/keep")
+        system.ops.rmdir("d")
+        system.ops.mkdir("d")
+        system.ops.write_bytes("d/.wh..wh..opq", b"")
+        assert [str(c) for c in system.changes() or []] == [str(c) for c in model.changes()]
 
 
 # -- strategies -----------------------------------------------------------------------------

@@ -66,8 +66,9 @@ TRICKY_NAMES = (
     "...",
     "..a",
     ".wh.a",
-    # ".wh..wh..opq" is a legal name on kernel overlayfs, but changes.diff_upper skips it
-    # as a fuse-overlayfs marker file (see tests/test_testing.py, xfail).
+    # ".wh..wh..opq" and ".wh..opq" are legal names on kernel overlayfs, but inside an
+    # opaque directory changes.diff_upper takes them for fuse-overlayfs's marker files
+    # (see tests/test_testing.py, the strict xfail).
     "a\nb",
     "*",
     "\\",
