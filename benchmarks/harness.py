@@ -51,6 +51,9 @@ def repo_root() -> Path:
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    # Let Python cache bytecode, as after a pip install: otherwise every run compiles the
+    # package (and the generated projects) from source again, and start-up looks slower.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.pop("PYTEST_ADDOPTS", None)
     # The benchmark runs from a checkout: let the children import pytest_overlay from it.
     repo = str(repo_root())

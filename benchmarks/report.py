@@ -226,7 +226,8 @@ def plot(data: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 5), dpi=80)
-    colors = matplotlib.colormaps["tab20"].colors
+    palette = matplotlib.colormaps["tab20"]
+    colors = [palette(i) for i in range(20)]
     markers = "osD^v<>ph*Xd"
     shown = [c for c in data["configs"] if not c.get("proposal")]
     for index, config in enumerate(shown):
