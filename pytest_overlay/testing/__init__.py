@@ -20,7 +20,11 @@ from pytest_overlay.testing.ops import (
     Unlink,
     WriteBytes,
 )
-from pytest_overlay.testing.stateful import UnionStateMachine, describe_difference
+from pytest_overlay.testing.stateful import (
+    SnapshotCapable,
+    UnionStateMachine,
+    describe_difference,
+)
 from pytest_overlay.testing.strategies import (
     layer_stacks,
     layers,
@@ -54,6 +58,7 @@ __all__ = [
     "OverlayStackSystem",
     "Rename",
     "Rmdir",
+    "SnapshotCapable",
     "Truncate",
     "UnionStateMachine",
     "UnionSystem",

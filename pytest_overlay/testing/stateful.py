@@ -10,6 +10,11 @@ operations to the system and to the model. After every step it checks:
 - the lower layers are unchanged;
 - the change list is the same, if the system reports one.
 
+A system that can freeze and roll back its state (:class:`SnapshotCapable`: ``snapshot()``
+and ``restore(token)``, as :class:`OverlayStackSystem` does) also gets two more rules:
+take a snapshot (the model's upper layer becomes its top-most lower layer under a fresh,
+empty upper) and restore any snapshot taken so far (the model goes back to that chain).
+
 Every step is recorded with :func:`hypothesis.note`, so a failure prints as a script.
 """
 
@@ -17,20 +22,39 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Sequence
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from hypothesis import note
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from pytest_overlay._layer import Layer, path_key
 from pytest_overlay.model import UnionModel, UnmodelledError
 from pytest_overlay.testing.strategies import UMASKS, layer_stacks, name_pools, operations
 from pytest_overlay.testing.systems import UnionSystem
 
-__all__ = ["UnionStateMachine", "describe_difference"]
+__all__ = ["SnapshotCapable", "UnionStateMachine", "describe_difference"]
 
 T = TypeVar("T")
+
+
+@runtime_checkable
+class SnapshotCapable(Protocol):
+    """A system under test that can freeze its state and roll back to a frozen one."""
+
+    def snapshot(self) -> Any:
+        """Freeze the merged state into a new lower layer; return a token for it."""
+        ...
+
+    def restore(self, token: Any, /) -> None:
+        """Roll the merged view back to the state *token* was taken in."""
+        ...
 
 
 class UnionStateMachine(RuleBasedStateMachine):
@@ -56,6 +80,11 @@ class UnionStateMachine(RuleBasedStateMachine):
         self.system: UnionSystem | None = None
         self.pool: tuple[str, ...] = ()
         self.lowers: tuple[Layer, ...] = ()
+        self.umask = 0o022
+        # The model's lower layers now (frozen upper layers first) and, per snapshot
+        # taken, the system's token with the chain it froze.
+        self.chain: tuple[Layer, ...] = ()
+        self.snapshots: list[tuple[Any, tuple[Layer, ...]]] = []
 
     def open_system(self, lowers: Sequence[Layer], umask: int) -> UnionSystem:
         """Return a fresh system under test on *lowers* (top-most first) under *umask*.
@@ -82,7 +111,8 @@ class UnionStateMachine(RuleBasedStateMachine):
         self.pool = data.draw(name_pools(), label="name pool")
         lowers = data.draw(self.lower_layers(self.pool), label="lowers")
         umask = data.draw(st.sampled_from(UMASKS), label="umask")
-        self.lowers = tuple(lowers)
+        self.lowers = self.chain = tuple(lowers)
+        self.umask = umask
         self.system = self.open_system(lowers, umask)
         self.model = self.make_model(lowers, umask, self.system)
         flag = ", unprivileged=True" if self.model.unprivileged else ""
@@ -103,6 +133,36 @@ class UnionStateMachine(RuleBasedStateMachine):
         assert actual == expected, (
             f"fs.{op}: the model says {_outcome(expected)}, the system says {_outcome(actual)}"
         )
+
+    def _snapshots_supported(self) -> bool:
+        return isinstance(self.system, SnapshotCapable)
+
+    @precondition(_snapshots_supported)
+    @rule()
+    def take_snapshot(self) -> None:
+        model, system = self._both()
+        assert isinstance(system, SnapshotCapable)
+        token = system.snapshot()
+        self.chain = (model.upper(), *self.chain)
+        self._rebuild_model()
+        self.snapshots.append((token, self.chain))
+        note(f"snap{len(self.snapshots) - 1} = fs.snapshot()")
+
+    @precondition(lambda self: bool(self.snapshots))
+    @rule(data=st.data())
+    def restore_snapshot(self, data: st.DataObject) -> None:
+        _, system = self._both()
+        assert isinstance(system, SnapshotCapable)
+        index = data.draw(st.integers(0, len(self.snapshots) - 1), label="snapshot")
+        token, self.chain = self.snapshots[index]
+        system.restore(token)
+        self._rebuild_model()
+        note(f"fs.restore(snap{index})")
+
+    def _rebuild_model(self) -> None:
+        # A snapshot is the union of its chain under an empty upper: exactly a new model.
+        assert self.system is not None
+        self.model = self.make_model(self.chain, self.umask, self.system)
 
     @invariant()
     def agree(self) -> None:

@@ -24,6 +24,7 @@ from pytest_overlay.model import UnionModel
 from pytest_overlay.testing.ops import Operation
 
 if TYPE_CHECKING:
+    from pytest_overlay.snapshot import Snapshot
     from pytest_overlay.stack import OverlayStack
 
 __all__ = [
@@ -256,6 +257,16 @@ class OverlayStackSystem(DirectorySystem):
 
     def changes(self) -> list[Change] | None:
         return self.stack.changes()
+
+    def snapshot(self) -> Snapshot:
+        """Freeze the state with :meth:`OverlayStack.snapshot`; the token is the Snapshot."""
+        snap = self.stack.snapshot()
+        self.upper_path = self.stack.upper  # each mount gets a fresh upper directory
+        return snap
+
+    def restore(self, token: Snapshot, /) -> None:
+        self.stack.restore(token)
+        self.upper_path = self.stack.upper
 
     def close(self) -> None:
         try:
