@@ -30,6 +30,8 @@ DEVIATIONS: dict[str, str] = {
     "not-a-mount-point": "merged is an ordinary directory, not a mount point",
     "no-dotdot-at-root": "reading the merged root directory lists no '..' entry (ls -a); "
     "os.listdir and os.scandir never show it anyway",
+    "upper-filled-at-unmount": "upper stays empty while the stack is mounted and receives "
+    "the changes when it is unmounted or a snapshot is taken; use changes() meanwhile",
     "changes-scan-whole-tree": "changes() walks the whole merged tree, so its cost grows "
     "with the size of the base",
     "setup-copies-base": "setting up copies the base, so its cost grows with the size of "

@@ -28,6 +28,7 @@ class CopyBackend:
             "dir-rename-allowed",
             "open-without-write-unchanged",
             "not-a-mount-point",
+            "upper-filled-at-unmount",
             "changes-scan-whole-tree",
             "setup-copies-base",
         }

@@ -96,6 +96,14 @@ def test_write_is_a_modify_and_leaves_the_base(stack: OverlayStack, base: Path) 
     assert upper_after_unmount(stack) == expected
 
 
+def test_upper_shows_changes_while_mounted(stack: OverlayStack, backend: Backend) -> None:
+    (stack.merged / "file.txt").write_text("changed\n")
+    if deviates(backend, "upper-filled-at-unmount"):
+        assert os.listdir(stack.upper) == []
+    else:
+        assert (stack.upper / "file.txt").read_text() == "changed\n"
+
+
 def test_same_size_rewrite_with_restored_mtime_is_seen(stack: OverlayStack) -> None:
     target = stack.merged / "file.txt"
     before = os.stat(target)
