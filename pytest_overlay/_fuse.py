@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +13,8 @@ from typing import final
 
 from pytest_overlay import _mount, _namespace, _syscalls
 from pytest_overlay._errors import BackendUnavailable, OverlayError
-from pytest_overlay._workspace import Workspace, create_workspace, remove_workspace
+from pytest_overlay._probe import trial_mount
+from pytest_overlay._workspace import Workspace
 from pytest_overlay.changes import Change, diff_upper
 
 _MOUNT_TIMEOUT = 10.0
@@ -73,17 +73,7 @@ class FuseBackend:
         self.activate()
         if self._in_host_namespace() and shutil.which("fusermount3") is None:
             return "fusermount3 is missing: install the fuse3 package"
-        scratch = Path(tempfile.mkdtemp(prefix="pytest-overlay-probe-")).resolve()
-        try:
-            (scratch / "lower").mkdir()
-            space = create_workspace(scratch, scratch / "lower")
-            self.mount([scratch / "lower"], space)
-            self.unmount(space)
-        except OverlayError as exc:
-            return f"a test mount failed: {exc}"
-        finally:
-            remove_workspace(scratch)
-        return ""
+        return trial_mount(self)
 
     def activate(self) -> None:
         # An ordinary user mounts best from a user namespace of its own: fuse-overlayfs

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import final
 
 from pytest_overlay import _mount, _namespace, _syscalls
 from pytest_overlay._errors import BackendUnavailable, OverlayError
-from pytest_overlay._workspace import Workspace, create_workspace, remove_workspace
+from pytest_overlay._probe import trial_mount
+from pytest_overlay._workspace import Workspace
 from pytest_overlay.changes import Change, diff_upper
 
 _DOCKER_HINT = "in Docker, run the container with --privileged or --cap-add SYS_ADMIN"
@@ -80,19 +80,7 @@ class KernelBackend:
             return state.reason or (
                 _namespace.userns_hint(failure) if (failure := _namespace.cached_probe()) else ""
             )
-        scratch = Path(tempfile.mkdtemp(prefix="pytest-overlay-probe-")).resolve()
-        try:
-            (scratch / "lower").mkdir()
-            space = create_workspace(scratch, scratch / "lower")
-            self.mount([scratch / "lower"], space)
-            self.unmount(space)
-        except BackendUnavailable as exc:
-            return str(exc)
-        except OverlayError as exc:
-            return f"a test mount failed: {exc}"
-        finally:
-            remove_workspace(scratch)
-        return ""
+        return trial_mount(self)
 
     def activate(self) -> None:
         if self.name == "userns":

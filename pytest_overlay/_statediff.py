@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_overlay import _format
-from pytest_overlay.changes import Change, ChangeKind, sort_changes
+from pytest_overlay.changes import Change, ChangeKind, merged_listing, sort_changes
 
 __all__ = [
     "ChainState",
@@ -152,21 +152,7 @@ class ChainState:
     def names(self, node: ChainNode) -> set[str]:
         if not node.entry.is_dir:
             return set()
-        names: set[str] = set()
-        hidden: set[str] = set()
-        for directory in node.sources:
-            markers = _format.marker_names(directory)
-            with os.scandir(directory) as entries:
-                for item in entries:
-                    if item.name in names or item.name in hidden:
-                        continue
-                    if item.name in markers:
-                        continue
-                    if _format.is_whiteout(item.path, item.stat(follow_symlinks=False)):
-                        hidden.add(item.name)
-                    else:
-                        names.add(item.name)
-        return names
+        return merged_listing(node.sources)
 
     @staticmethod
     def entry(node: ChainNode) -> Entry:

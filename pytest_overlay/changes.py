@@ -110,21 +110,25 @@ class LowerView:
         kind, layers = self._resolve(rel)
         if kind != stat.S_IFDIR:
             return set()
-        names: set[str] = set()
-        hidden: set[str] = set()
-        for layer in layers:
-            markers = _format.marker_names(layer)
-            with os.scandir(layer) as entries:
-                for entry in entries:
-                    if entry.name in names or entry.name in hidden:
-                        continue
-                    if entry.name in markers:
-                        continue
-                    if _format.is_whiteout(entry.path, entry.stat(follow_symlinks=False)):
-                        hidden.add(entry.name)
-                    else:
-                        names.add(entry.name)
-        return names
+        return merged_listing(layers)
+
+
+def merged_listing(directories: Iterable[str | os.PathLike[str]]) -> set[str]:
+    """Names a reader sees in the union of *directories* (one directory's layers, top
+    first, already cut at an opaque one): a whiteout hides the name in the layers below."""
+    names: set[str] = set()
+    hidden: set[str] = set()
+    for directory in directories:
+        markers = _format.marker_names(directory)
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name in names or entry.name in hidden or entry.name in markers:
+                    continue
+                if _format.is_whiteout(entry.path, entry.stat(follow_symlinks=False)):
+                    hidden.add(entry.name)
+                else:
+                    names.add(entry.name)
+    return names
 
 
 def diff_upper(upper: Path, lowers: Sequence[Path]) -> list[Change]:

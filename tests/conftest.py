@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from pytest_overlay._backends import Backend, builtin_backends
+from tests.helpers import usable_backend
 
 # "default" keeps local runs quick; .ci/run selects "ci"; "nightly" is for long searches.
 settings.register_profile(
@@ -17,3 +21,9 @@ settings.register_profile(
     "nightly", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(params=[b.name for b in builtin_backends()])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Each built-in backend in turn; one that cannot work here skips with its reason."""
+    return usable_backend(str(request.param))

@@ -8,6 +8,10 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+import pytest
+
+from pytest_overlay._backends import Backend, builtin_backends
+
 #: A tree spec: name -> bytes/str (file), dict (directory), or ("symlink", target).
 Spec = Mapping[str, object]
 
@@ -56,3 +60,28 @@ def overlay_mounts() -> list[str]:
     with open("/proc/self/mountinfo") as f:
         lines = f.read().splitlines()
     return [line.split()[4] for line in lines if " - overlay " in line or "fuse-overlayfs" in line]
+
+
+def usable_backend(name: str) -> Backend:
+    """The built-in backend *name*, or skip the test with the reason it cannot work here."""
+    backend = next(b for b in builtin_backends() if b.name == name)
+    reason = backend.probe()
+    if reason:
+        pytest.skip(f"{name} does not work here: {reason}")
+    return backend
+
+
+def process_info(pid: int) -> tuple[str, int, str] | None:
+    """(state letter, parent pid, command name) of process *pid*, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/comm") as f:
+            comm = f.read().strip()
+    except OSError:
+        return None
+    return fields[0], int(fields[1]), comm
+
+
+def all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]

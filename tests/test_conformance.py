@@ -27,15 +27,6 @@ A, M, D = ChangeKind.ADD, ChangeKind.MODIFY, ChangeKind.DELETE
 BACKENDS: dict[str, Backend] = {b.name: b for b in builtin_backends()}
 
 
-@pytest.fixture(params=[b.name for b in builtin_backends()])
-def backend(request: pytest.FixtureRequest) -> Backend:
-    candidate = BACKENDS[str(request.param)]
-    reason = candidate.probe()
-    if reason:
-        pytest.skip(f"{candidate.name} does not work here: {reason}")
-    return candidate
-
-
 @pytest.fixture
 def base(tmp_path: Path) -> Path:
     base = make_tree(

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pytest_overlay._backends import builtin_backends
-from tests.helpers import make_tree, tree_digest
+from tests.helpers import all_pids, make_tree, process_info, tree_digest, usable_backend
 
 pytest_plugins = ["pytester"]
 
@@ -47,17 +47,14 @@ def _mounts_under(root: Path) -> list[str]:
 def _processes_under(root: Path) -> list[int]:
     """Processes (other than zombies) whose cwd lies below *root*."""
     found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid in all_pids():
         try:
             cwd = os.readlink(f"/proc/{pid}/cwd")
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if cwd.startswith(os.fspath(root)) and state != "Z":
-            found.append(int(pid))
+        info = process_info(pid)
+        if cwd.startswith(os.fspath(root)) and info and info[0] != "Z":
+            found.append(pid)
     return found
 
 
@@ -143,20 +140,13 @@ class Run:
 
 
 def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+    info = process_info(pid)
+    return info[2] if info else ""
 
 
 @pytest.fixture(params=BACKENDS)
 def run(request: pytest.FixtureRequest, pytester: pytest.Pytester) -> Run:
-    backend = next(b for b in builtin_backends() if b.name == request.param)
-    reason = backend.probe()
-    if reason:
-        pytest.skip(f"{backend.name} does not work here: {reason}")
-    return Run(pytester, backend.name)
+    return Run(pytester, usable_backend(str(request.param)).name)
 
 
 def test_failing_test(run: Run) -> None:

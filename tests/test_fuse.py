@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pytest_overlay._fuse import FUSE
-from tests.helpers import make_tree, overlay_mounts
+from tests.helpers import all_pids, make_tree, overlay_mounts, process_info
 
 pytest_plugins = ["pytester"]
 
@@ -26,33 +26,12 @@ def _needs_fuse() -> None:
 
 def _fuse_children(parent: int) -> list[int]:
     """Pids of fuse-overlayfs processes whose parent is *parent*."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{pid}/comm") as f:
-                comm = f.read().strip()
-        except OSError:
-            continue
-        if int(fields[1]) == parent and comm == "fuse-overlayfs":
-            found.append(int(pid))
-    return found
+    infos = {pid: process_info(pid) for pid in all_pids()}
+    return [p for p, i in infos.items() if i and i[1] == parent and i[2] == "fuse-overlayfs"]
 
 
 def _alive(pids: list[int]) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            alive.append(pid)
-    return alive
+    return [pid for pid in pids if (info := process_info(pid)) and info[0] != "Z"]
 
 
 def test_daemon_dies_with_a_killed_pytest(pytester: pytest.Pytester, tmp_path: Path) -> None:

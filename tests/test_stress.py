@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from pytest_overlay import ChangeKind, OverlayStack
-from pytest_overlay._backends import Backend, builtin_backends
-from tests.helpers import make_tree, overlay_mounts, tree_digest
+from pytest_overlay._backends import Backend
+from tests.helpers import make_tree, overlay_mounts, tree_digest, usable_backend
 
 pytestmark = pytest.mark.stress
 pytest_plugins = ["pytester"]
@@ -27,14 +27,6 @@ THREADS = 4
 
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-def _usable(name: str) -> Backend:
-    backend = next(b for b in builtin_backends() if b.name == name)
-    reason = backend.probe()
-    if reason:
-        pytest.skip(f"{name} does not work here: {reason}")
-    return backend
 
 
 def _churn(
@@ -72,7 +64,7 @@ def _churn(
 
 @pytest.mark.parametrize("name", ["kernel", "userns", "fuse", "copy"])
 def test_thousands_of_stacks_from_threads_leak_nothing(tmp_path: Path, name: str) -> None:
-    backend = _usable(name)
+    backend = usable_backend(name)
     total = STACKS if name in ("kernel", "userns") else max(STACKS // 10, THREADS)
     base = make_tree(tmp_path / "base", {f"f{i:02}": os.urandom(512) for i in range(40)})
     before = tree_digest(base)

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from pytest_overlay._backends import builtin_backends
-from tests.helpers import make_tree, tree_digest
+from tests.helpers import make_tree, tree_digest, usable_backend
 
 pytest_plugins = ["pytester"]
 pytest.importorskip("xdist")
@@ -53,10 +53,7 @@ def _run(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, list[
 
 @pytest.mark.parametrize("backend", [b.name for b in builtin_backends()])
 def test_workers_share_one_base(pytester: pytest.Pytester, backend: str) -> None:
-    candidate = next(b for b in builtin_backends() if b.name == backend)
-    reason = candidate.probe()
-    if reason:
-        pytest.skip(f"{backend} does not work here: {reason}")
+    usable_backend(backend)
     result, backends = _run(pytester, "-n", "2", f"--overlay-backend={backend}")
     result.assert_outcomes(passed=12)
     assert backends == [backend] * 12
