@@ -31,6 +31,16 @@ def fmt_ratio(value: float | None) -> str:
     return f"{value:.2f}x"
 
 
+def best(cell: dict[str, Any]) -> float:
+    """The cost a configuration shows: its quietest round's median per-test cost.
+
+    Load from other processes only ever adds time, and it comes in bursts of minutes
+    (a shared machine's disk journal, other test suites), so the least-disturbed round is
+    the most faithful measure; every round's median stays in the details table.
+    """
+    return float(min(cell["round_medians"]))
+
+
 def _cell(cells: dict[str, Any], key: str) -> dict[str, Any] | None:
     cell = cells.get(key)
     return cell if cell and cell.get("ok") else None
@@ -64,9 +74,9 @@ def cost_rows(
                 reason = (cells.get(config["key"]) or {}).get("outcome", "not run")
                 row += [reason, "", ""]
                 continue
-            ratio = cell["median"] / kernel["median"] if kernel else None
+            ratio = best(cell) / best(kernel) if kernel else None
             row += [
-                fmt_time(cell["median"]),
+                fmt_time(best(cell)),
                 fmt_ratio(ratio),
                 f"{cell['max_rss'] / 2**20:.0f} MB",
             ]
@@ -79,7 +89,8 @@ def detail_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "Base",
         "Configuration",
         "tests",
-        "median",
+        "best round",
+        "median of rounds",
         "p90",
         "mean",
         "round medians",
@@ -96,6 +107,7 @@ def detail_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                     base["label"],
                     config["label"],
                     str(cell["tests"]),
+                    fmt_time(best(cell)),
                     fmt_time(cell["median"]),
                     fmt_time(cell["p90"]),
                     fmt_time(cell["mean"]),
@@ -161,7 +173,9 @@ def write_tables(data: dict[str, Any], out: Path) -> None:
         f"Command: `{data['command']}`  ",
         f"Date: {data['date']}",
         "",
-        "## Per-test cost (setup + append one byte to one base file + teardown), median",
+        "## Per-test cost (setup + append one byte to one base file + teardown)",
+        "",
+        "Median per-test cost of the quietest round (every round is in the details).",
         "",
         markdown_table(*tables["cost"]),
         *(
@@ -236,7 +250,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
             cell = _cell(data["cells"][base["key"]], config["key"])
             if cell is not None:
                 xs.append(base["size_bytes"])
-                ys.append(cell["median"] * 1e3)
+                ys.append(best(cell) * 1e3)
         if not xs:
             continue
         ours = config["key"].startswith("overlay-")
