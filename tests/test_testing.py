@@ -140,7 +140,7 @@ def test_machine_needs_open_system() -> None:
 
 
 def run_quickly(machine: type[UnionStateMachine]) -> None:
-    run_state_machine_as_test(machine, settings=QUICK)  # type: ignore[no-untyped-call]
+    run_state_machine_as_test(machine, settings=QUICK)  # type: ignore[no-untyped-call,unused-ignore]
 
 
 # -- systems --------------------------------------------------------------------------------
