@@ -10,7 +10,6 @@ and are not compared.
 from __future__ import annotations
 
 import enum
-import hashlib
 import json
 import os
 import re
@@ -37,6 +36,8 @@ def quote(text: str) -> str:
 
 
 def sha256(path: Path) -> str:
+    import hashlib  # here, not at the top: it costs ~3 ms of every pytest start-up
+
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):

@@ -44,7 +44,11 @@ CAP_SYS_ADMIN: Final = 21
 def _load_libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    try:
+        # glibc's soname; find_library would run ldconfig in a subprocess (~5 ms at import).
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:  # musl and other libcs
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 _libc = _load_libc()
