@@ -20,6 +20,7 @@ from pytest_overlay import (
     _session,
     _snapshot_fixtures,
     _sweep,
+    _tmpfs,
 )
 from pytest_overlay._backends import Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
@@ -67,7 +68,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="keep the upper layers of: failed tests (default), all tests, or none, for "
         "inspection under the basetemp. Ini: overlay_retention_policy.",
     )
+    group.addoption(
+        "--overlay-workspace",
+        dest="overlay_workspace",
+        default=None,
+        metavar="WHERE",
+        help="where upper layers live: auto (default: a tmpfs private to pytest when the "
+        "backend mounts, else disk), tmpfs, or disk (under the basetemp). Ini: "
+        "overlay_workspace.",
+    )
     parser.addini("overlay_backend", help="default for --overlay-backend (auto)", default="auto")
+    parser.addini(
+        "overlay_workspace", help="default for --overlay-workspace (auto)", default="auto"
+    )
     parser.addini(
         "overlay_retention_policy",
         help="whose upper layers to keep: failed (default), all, none",
@@ -99,6 +112,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _config.MARKER_HELP)
     _session.validate(config)
     _retention.settings(config)
+    _tmpfs.setting(config)
     _snapshot_fixtures.configure(config)
     if not _linux():
         return
@@ -164,9 +178,21 @@ def overlay_stack_factory(
     root = tmp_path_factory.mktemp("overlay", numbered=False)
     policy, count = _retention.settings(pytestconfig)
     pytestconfig.stash[_KEEPER] = _retention.Keeper(policy, count, root.parent / "overlay-kept")
+    where = _tmpfs.setting(pytestconfig)
+    why_not = _tmpfs.mount_tmpfs(root, backend.name) if where != "disk" else "disk chosen"
+    if where == "tmpfs" and why_not:
+        pytest.fail(
+            f"--overlay-workspace=tmpfs: cannot put the workspaces on tmpfs: {why_not}; "
+            "use --overlay-workspace=auto or disk",
+            pytrace=False,
+        )
     factory = OverlayStackFactory(root, backend, _ispytest=True)
-    yield factory
-    factory.close_all()
+    try:
+        yield factory
+    finally:
+        factory.close_all()
+        if not why_not:
+            _tmpfs.unmount_tmpfs(root)
 
 
 @pytest.fixture

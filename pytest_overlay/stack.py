@@ -237,9 +237,7 @@ class OverlayStack:
         assert self._backend is not None
         self.clean_unmount = self._backend.unmount(space)
         if keep_upper is not None:
-            # Moved, not copied: the upper may be large, and it is ours to give away now.
-            os.rename(space.upper, keep_upper)
-            space.upper.mkdir()
+            _keep_layer(space.upper, Path(keep_upper))
         self._release(space)
 
     def _release(self, space: Workspace) -> None:
@@ -401,3 +399,20 @@ class OverlayStack:
             self._release(space)
             raise
         self._chain = chain
+
+
+def _keep_layer(upper: Path, destination: Path) -> None:
+    """Move the unmounted *upper* to *destination*, leaving an empty upper behind."""
+    try:
+        # Moved, not copied: the upper may be large, and it is ours to give away now.
+        os.rename(upper, destination)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        # The workspace is on a tmpfs that dies with pytest: copy the layer to disk,
+        # whiteouts and opaque markers included.
+        from pytest_overlay._layer_io import read_layer, write_layer
+
+        write_layer(read_layer(upper), destination)
+        remove_workspace(upper)
+    upper.mkdir()

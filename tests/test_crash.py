@@ -77,6 +77,7 @@ class Run:
         self.before = tree_digest(self.base)
         self.basetemp = pytester.path / "bt"
         self.ready = pytester.path / "ready"
+        self.extra: list[str] = []
 
     def command(self, *extra: str) -> list[str]:
         return [
@@ -87,6 +88,7 @@ class Run:
             "no:cacheprovider",
             f"--basetemp={self.basetemp}",
             f"--overlay-backend={self.backend}",
+            *self.extra,
             *extra,
         ]
 
@@ -220,6 +222,8 @@ def test_upper_runs_out_of_space(run: Run) -> None:
     small.mkdir()
     _syscalls.mount("tmpfs", small, "tmpfs", 0, "size=1m")
     run.basetemp = small / "bt"
+    # Upper layers on that small disk, not on pytest-overlay's own tmpfs.
+    run.extra = ["--overlay-workspace=disk"]
     try:
         run.write_test(
             "    with pytest.raises(OSError) as info:\n"
