@@ -141,30 +141,6 @@ def fake_base(fs):
 """
 
 
-TMPFS_WORKSPACES = """
-import ctypes
-
-from pytest_overlay import _session
-from pytest_overlay._factory import OverlayStackFactory
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-# The plugin's own fixture, plus one tmpfs over the directory that holds the workspaces
-# (mounted in the private mount namespace the plugin entered at start-up).
-@pytest.fixture(scope="session")
-def overlay_stack_factory(tmp_path_factory, pytestconfig):
-    backend = _session.backend_or_skip(pytestconfig)
-    root = tmp_path_factory.mktemp("overlay", numbered=False)
-    if _libc.mount(b"tmpfs", os.fsencode(root), b"tmpfs", 0, b"mode=0700") != 0:
-        raise OSError(ctypes.get_errno(), "mount tmpfs")
-    factory = OverlayStackFactory(root, backend, _ispytest=True)
-    yield factory
-    factory.close_all()
-    _libc.umount2(os.fsencode(root), 0)
-"""
-
-
 def overlay(backend: str) -> Config:
     return Config(
         key=f"overlay-{backend}",
@@ -178,18 +154,16 @@ def overlay(backend: str) -> Config:
 
 
 EMPTY = Config(key="empty", label="empty test (pytest's own cost)", fixture="")
-PROPOSALS = (
-    Config(
-        key="overlay-kernel-tmpfs",
-        label="pytest-overlay (kernel), workspaces on tmpfs",
-        plugins=("pytest_overlay.plugin",),
-        args=("--overlay-backend=kernel",),
-        fixture="overlay_stack",
-        root="overlay_stack.merged",
-        ini=("overlay_base = {base}",),
-        conftest=TMPFS_WORKSPACES,
-        proposal="the session factory mounts a tmpfs over basetemp/overlay",
-    ),
+PROPOSALS: tuple[Config, ...] = ()
+#: The kernel backend with its workspaces on disk (the default before tmpfs workspaces).
+KERNEL_ON_DISK = Config(
+    key="overlay-kernel-disk",
+    label="pytest-overlay (kernel), workspaces on disk",
+    plugins=("pytest_overlay.plugin",),
+    args=("--overlay-backend=kernel", "--overlay-workspace=disk"),
+    fixture="overlay_stack",
+    root="overlay_stack.merged",
+    ini=("overlay_base = {base}",),
 )
 REFERENCE = Config(
     key="tmp_path",

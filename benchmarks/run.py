@@ -546,8 +546,10 @@ def main() -> None:
     if os.geteuid() != 0:
         chosen.remove(configs.BARE)
         notes.append("bare ctypes baseline not measured: it needs root")
-    elif not args.no_proposals and any(c.key == report.KERNEL for c in chosen):
-        chosen += configs.PROPOSALS
+    elif any(c.key == report.KERNEL for c in chosen):
+        chosen.append(configs.KERNEL_ON_DISK)
+        if not args.no_proposals:
+            chosen += configs.PROPOSALS
     if args.only:
         keys = set(args.only.split(","))
         chosen = [c for c in chosen if c.key in keys]
