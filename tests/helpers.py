@@ -68,6 +68,9 @@ def usable_backend(name: str) -> Backend:
     reason = backend.probe()
     if reason:
         pytest.skip(f"{name} does not work here: {reason}")
+    # What the plugin does before the first test that mounts: enter a user namespace now,
+    # while no test has started threads.
+    backend.activate()
     return backend
 
 
