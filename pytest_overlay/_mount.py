@@ -98,7 +98,11 @@ def _new_api_supported() -> bool:
     if _new_api_works is None:
         try:
             fd = _syscalls.fsopen("overlay")
-        except OSError:
+        except OSError as exc:
+            if exc.errno == errno.EPERM:
+                # No mount capability right now (outside mount_privileges): that says
+                # nothing about the kernel, so do not remember it.
+                return False
             _new_api_works = False
         else:
             try:
