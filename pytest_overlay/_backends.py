@@ -32,6 +32,8 @@ DEVIATIONS: dict[str, str] = {
     "os.listdir and os.scandir never show it anyway",
     "upper-filled-at-unmount": "upper stays empty while the stack is mounted and receives "
     "the changes when it is unmounted or a snapshot is taken; use changes() meanwhile",
+    "wh-names-reserved": "names starting with '.wh.' are reserved: creating one fails "
+    "(EINVAL) or the entry does not show, as fuse-overlayfs takes such files for whiteouts",
     "changes-scan-whole-tree": "changes() walks the whole merged tree, so its cost grows "
     "with the size of the base",
     "setup-copies-base": "setting up copies the base, so its cost grows with the size of "

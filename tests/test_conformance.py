@@ -7,6 +7,7 @@ A difference from kernel overlayfs is expected only where the backend lists the 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -93,6 +94,19 @@ def test_upper_shows_changes_while_mounted(stack: OverlayStack, backend: Backend
         assert os.listdir(stack.upper) == []
     else:
         assert (stack.upper / "file.txt").read_text() == "changed\n"
+
+
+def test_names_that_look_like_oci_whiteouts(stack: OverlayStack, backend: Backend) -> None:
+    target = stack.merged / ".wh.file.txt"
+    if deviates(backend, "wh-names-reserved"):
+        with contextlib.suppress(OSError):  # EINVAL, or accepted and hidden
+            target.write_text("x")
+        assert ".wh.file.txt" not in os.listdir(stack.merged)
+        return
+    target.write_text("x")
+    assert ".wh.file.txt" in os.listdir(stack.merged)
+    assert (stack.merged / "file.txt").read_text() == "original\n"
+    assert stack.changes() == [Change(A, ".wh.file.txt")]
 
 
 def test_same_size_rewrite_with_restored_mtime_is_seen(stack: OverlayStack) -> None:

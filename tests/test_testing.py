@@ -22,6 +22,7 @@ from pytest_overlay.testing import (
     DirectoryOps,
     ModelSystem,
     Operation,
+    OverlayStackSystem,
     Rename,
     UnionStateMachine,
     UnionSystem,
@@ -34,7 +35,8 @@ from pytest_overlay.testing import (
     operations,
 )
 from pytest_overlay.testing.strategies import TRICKY_NAMES, without_inert_whiteouts
-from tests.kernel import kernel, open_kernel
+from tests.helpers import usable_backend
+from tests.kernel import fast_tmp, kernel, open_kernel
 
 # -- the machine against the kernel ---------------------------------------------------------
 
@@ -58,12 +60,33 @@ class XattrWhiteoutKernelMachine(KernelMachine):
     whiteouts = "xattr"
 
 
+class FuseMachine(KernelMachine):
+    """The reference model next to fuse-overlayfs. Its upper layer has its own format
+    (new directories marked opaque, marker files), so only the merged view, errors,
+    changes and the lowers are compared; see DEVIATIONS in pytest_overlay._backends."""
+
+    compare_upper = False
+
+    def name_pool(self) -> st.SearchStrategy[tuple[str, ...]]:
+        # fuse-overlayfs reserves names starting with ".wh." (deviation "wh-names-reserved").
+        return name_pools().map(lambda pool: tuple(n for n in pool if not n.startswith(".wh.")))
+
+    def open_system(self, lowers: Sequence[Layer], umask: int) -> UnionSystem:
+        usable_backend("fuse")
+        return OverlayStackSystem.create(
+            lowers, umask, whiteouts=self.whiteouts, backend="fuse", directory=fast_tmp()
+        )
+
+
 # Two test cases so that xdist can run them side by side. Runs per case come from the
 # Hypothesis profile (tests/conftest.py): 25 by default, 200 with HYPOTHESIS_PROFILE=ci.
 TestKernelUnion = KernelMachine.TestCase
 TestKernelUnion.settings = settings(stateful_step_count=40)
 TestKernelUnionXattrWhiteouts = XattrWhiteoutKernelMachine.TestCase
 TestKernelUnionXattrWhiteouts.settings = settings(stateful_step_count=40)
+TestFuseUnion = FuseMachine.TestCase
+# fuse-overlayfs is slower per operation: fewer runs, whatever the profile.
+TestFuseUnion.settings = settings(max_examples=30, stateful_step_count=30)
 
 
 # -- the machine catches broken implementations ---------------------------------------------
