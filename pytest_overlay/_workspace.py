@@ -95,7 +95,7 @@ def _rmtree(path: str | Path) -> None:
         shutil.rmtree(path, onerror=lambda f, p, e: _on_error(f, p, e[1]))
 
 
-def clear_directory(path: Path) -> None:
+def clear_directory(path: str | Path) -> None:
     """Delete everything inside *path*, keeping the directory itself."""
     with os.scandir(path) as it:
         entries = list(it)
@@ -157,20 +157,11 @@ def _remove_unmounted_workspace(root: str) -> None:
         except OSError as exc:
             if exc.errno != errno.ENOTEMPTY or name != "work":
                 raise
-            _clear(work + name)
+            clear_directory(work + name)
             os.rmdir(work + name)
     os.rmdir(work)
     upper = root + "/upper"
-    _clear(upper)
+    clear_directory(upper)
     os.rmdir(upper)
     os.rmdir(root)
 
-
-def _clear(directory: str) -> None:
-    with os.scandir(directory) as it:
-        entries = list(it)
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            _rmtree(entry.path)
-        else:
-            os.unlink(entry.path)
