@@ -164,4 +164,3 @@ def _remove_unmounted_workspace(root: str) -> None:
     clear_directory(upper)
     os.rmdir(upper)
     os.rmdir(root)
-
