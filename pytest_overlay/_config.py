@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,26 @@ MARKER_HELP = (
     "overlay(*layers): the base of this test's overlay_stack, top-most layer first; "
     "relative paths resolve against the directory of the test file"
 )
+
+
+def option(config: pytest.Config, name: str, default: str) -> str:
+    """Option *name* from the command line, else the ini key of the same name."""
+    return str(config.getoption(name, None) or config.getini(name) or default).strip()
+
+
+def choice(
+    config: pytest.Config, name: str, choices: Sequence[str], *, flag: str, what: str
+) -> str:
+    """Option *name* (see :func:`option`; default ``choices[0]``), one of *choices*.
+
+    Anything else is a usage error naming the bad value and the choices.
+    """
+    value = option(config, name, choices[0])
+    if value not in choices:
+        raise pytest.UsageError(
+            f"{flag} / {name}: unknown {what} {value!r}; choose one of: {', '.join(choices)}"
+        )
+    return value
 
 
 def base_layers(item: pytest.Item) -> tuple[Path | Snapshot, ...]:

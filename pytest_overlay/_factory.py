@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import final
 
 from pytest_overlay._backends import Backend
 from pytest_overlay._errors import OverlayError
+from pytest_overlay._workspace import safe_name
 from pytest_overlay.stack import BaseLike, OverlayStack
 
 
@@ -59,7 +59,7 @@ class OverlayStackFactory:
                     f"{root}, whose contents are deleted at teardown: keep base directories "
                     "outside it (to stack on another stack's state, take a snapshot)"
                 )
-        safe = re.sub(r"[^\w.-]", "_", name)[:30] or "stack"
+        safe = safe_name(name, 30, "stack")
         stack = OverlayStack(lowers, workspace=self._root, backend=self._backend, name=safe)
         stack.mount()
         self._open = [s for s in self._open if s.mounted]

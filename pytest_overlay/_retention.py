@@ -6,7 +6,6 @@ Modelled on pytest's ``tmp_path_retention_policy``: a policy (``failed``, ``all`
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +13,8 @@ from typing import final
 
 import pytest
 
-from pytest_overlay._workspace import remove_workspace
+from pytest_overlay import _config
+from pytest_overlay._workspace import remove_workspace, safe_name
 from pytest_overlay.changes import Change
 
 POLICIES = ("failed", "all", "none")
@@ -24,16 +24,9 @@ REPORT_LIMIT = 50
 
 def settings(config: pytest.Config) -> tuple[str, int]:
     """The retention policy and count, validated (a usage error names the bad value)."""
-    policy = str(
-        config.getoption("overlay_retention_policy", None)
-        or config.getini("overlay_retention_policy")
-        or "failed"
-    ).strip()
-    if policy not in POLICIES:
-        raise pytest.UsageError(
-            f"--overlay-keep / overlay_retention_policy: unknown policy {policy!r}; "
-            f"choose one of: {', '.join(POLICIES)}"
-        )
+    policy = _config.choice(
+        config, "overlay_retention_policy", POLICIES, flag="--overlay-keep", what="policy"
+    )
     raw = str(config.getini("overlay_retention_count")).strip()
     try:
         count = int(raw)
@@ -64,7 +57,7 @@ class Keeper:
 
     def destination(self, name: str) -> Path:
         """A fresh path for the upper layer of the test *name* (not created yet)."""
-        safe = re.sub(r"[^\w.-]", "_", name)[:60] or "test"
+        safe = safe_name(name, 60, "test")
         self._root.mkdir(parents=True, exist_ok=True)
         candidate, n = self._root / safe, 1
         while candidate.exists():

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pytest_overlay import _backends
+from pytest_overlay import _backends, _config
 from pytest_overlay._backends import AUTO, Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
 
@@ -28,8 +28,7 @@ _KEY = pytest.StashKey[Selection]()
 
 
 def requested_backend(config: pytest.Config) -> str:
-    value = config.getoption("overlay_backend", None) or config.getini("overlay_backend")
-    return str(value or AUTO).strip()
+    return _config.option(config, "overlay_backend", AUTO)
 
 
 def registered_backends(config: pytest.Config) -> list[Backend]:
@@ -66,13 +65,8 @@ def selection(config: pytest.Config) -> Selection:
 
 def validate(config: pytest.Config) -> None:
     """Refuse an unknown backend name at start-up (a usage error, exit status 4)."""
-    requested = requested_backend(config)
     names = _backends.backend_names(registered_backends(config))
-    if requested not in names:
-        raise pytest.UsageError(
-            f"--overlay-backend / overlay_backend: unknown backend {requested!r}; "
-            f"choose one of: {', '.join(names)}"
-        )
+    _config.choice(config, "overlay_backend", names, flag="--overlay-backend", what="backend")
 
 
 def resolve(config: pytest.Config) -> Selection:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_overlay import _mount, _namespace, _syscalls
+from pytest_overlay import _config, _mount, _namespace, _syscalls
 
 SETTINGS = ("auto", "tmpfs", "disk")
 #: Backends whose upper layer may live on tmpfs. The copy backend keeps a whole copy of
@@ -24,15 +24,9 @@ MOUNTING_BACKENDS = frozenset({"kernel", "userns", "fuse"})
 
 
 def setting(config: pytest.Config) -> str:
-    value = str(
-        config.getoption("overlay_workspace", None) or config.getini("overlay_workspace") or "auto"
-    ).strip()
-    if value not in SETTINGS:
-        raise pytest.UsageError(
-            f"--overlay-workspace / overlay_workspace: unknown value {value!r}; choose one "
-            f"of: {', '.join(SETTINGS)}"
-        )
-    return value
+    return _config.choice(
+        config, "overlay_workspace", SETTINGS, flag="--overlay-workspace", what="value"
+    )
 
 
 def mount_tmpfs(root: Path, backend: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import stat
 import sys
@@ -19,6 +20,11 @@ class Workspace:
     upper: Path
     work: Path
     merged: Path
+
+
+def safe_name(name: str, limit: int, fallback: str) -> str:
+    """*name* (a test id, say) as a short directory name: other characters become '_'."""
+    return re.sub(r"[^\w.-]", "_", name)[:limit] or fallback
 
 
 def create_workspace(parent: Path | None, base_root: Path, prefix: str = "stack") -> Workspace:
