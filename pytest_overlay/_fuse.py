@@ -39,7 +39,9 @@ class FuseBackend:
     name = "fuse"
     rank = 30
     description = "fuse-overlayfs, the user-space overlay filesystem"
-    deviations: frozenset[str] = frozenset({"no-dotdot-at-root", "wh-names-reserved"})
+    deviations: frozenset[str] = frozenset(
+        {"no-dotdot-at-root", "wh-names-reserved", "dir-over-looping-symlink"}
+    )
 
     def __init__(self) -> None:
         self._daemons: dict[Path, subprocess.Popen[bytes]] = {}

@@ -230,6 +230,21 @@ def test_lowers_with_whiteouts_and_opaque_dirs(backend: Backend, tmp_path: Path)
         assert s.changes() == [Change(M, "d"), Change(D, "d/kept")]
 
 
+def test_directory_over_a_looping_symlink_below(backend: Backend, tmp_path: Path) -> None:
+    # A deeper layer's "a" is a symlink to itself; the top layer replaced it with a directory.
+    top = make_tree(tmp_path / "top", {"a": {"kept": "k"}})
+    bottom = make_tree(tmp_path / "bottom", {"a": ("symlink", "a")})
+    with OverlayStack([top, bottom], workspace=tmp_path / "ws", backend=backend) as s:
+        if deviates(backend, "dir-over-looping-symlink"):
+            with pytest.raises(OSError) as caught:
+                (s.merged / "a" / "new").mkdir()
+            assert caught.value.errno == errno.ENOMEM
+            return
+        (s.merged / "a" / "new").mkdir()
+        assert sorted(os.listdir(s.merged / "a")) == ["kept", "new"]
+        assert s.changes() == [Change(M, "a"), Change(A, "a/new")]
+
+
 def test_base_is_byte_identical_afterwards(backend: Backend, base: Path, tmp_path: Path) -> None:
     before = tree_digest(base)
     with OverlayStack([base], workspace=tmp_path / "ws", backend=backend) as s:
