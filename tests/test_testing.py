@@ -73,7 +73,8 @@ class FuseMachine(KernelMachine):
 
     def lower_layers(self, pool: Sequence[str]) -> st.SearchStrategy[list[Layer]]:
         # Deviation "dir-over-looping-symlink": fuse-overlayfs fails with ENOMEM there.
-        return super().lower_layers(pool).filter(lambda lowers: not dir_over_looping_symlink(lowers))
+        lowers = super().lower_layers(pool)
+        return lowers.filter(lambda stack: not dir_over_looping_symlink(stack))
 
     def open_system(self, lowers: Sequence[Layer], umask: int) -> UnionSystem:
         usable_backend("fuse")
@@ -109,9 +110,12 @@ def dir_over_looping_symlink(lowers: Sequence[Layer]) -> bool:
     """Whether a directory in one lower hides a looping symlink in a deeper one."""
     for depth, layer in enumerate(lowers):
         for path, entry in layer.items():
-            if isinstance(entry, Symlink) and symlink_loops(layer, path):
-                if any(isinstance(upper.get(path), Dir) for upper in lowers[:depth]):
-                    return True
+            if (
+                isinstance(entry, Symlink)
+                and any(isinstance(upper.get(path), Dir) for upper in lowers[:depth])
+                and symlink_loops(layer, path)
+            ):
+                return True
     return False
 
 
