@@ -73,6 +73,9 @@ class CopyBackend:
         baseline = self._baseline(space)
         # Leave a real upper layer behind, so the result stacks like a kernel one.
         write_upper(space.merged, baseline, diff_baseline(space.merged, baseline), space.upper)
+        # The root is never a change in the list; its mode lives on the upper root, as
+        # overlayfs keeps it after a chmod of the merged root.
+        space.upper.chmod(space.merged.stat().st_mode & 0o7777)
         del self._baselines[space.root]
         clear_directory(space.merged)
         return True

@@ -173,12 +173,7 @@ def test_snapshot_without_changes_adds_no_layer(stack: OverlayStack) -> None:
     assert stack.snapshot().layers == s1.layers
 
 
-def test_root_attributes_survive_snapshot_and_restore(
-    stack: OverlayStack, backend: Backend, request: pytest.FixtureRequest
-) -> None:
-    if backend.name == "copy":
-        reason = "the copy backend does not write the merged root's mode to the upper layer"
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+def test_root_attributes_survive_snapshot_and_restore(stack: OverlayStack) -> None:
     original = stat.S_IMODE(os.stat(stack.merged).st_mode)
     os.chmod(stack.merged, 0o711)
     snap = stack.snapshot()
