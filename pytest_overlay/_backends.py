@@ -36,6 +36,10 @@ DEVIATIONS: dict[str, str] = {
     "(EINVAL) or the entry does not show, as fuse-overlayfs takes such files for whiteouts",
     "dir-over-looping-symlink": "a directory in one base layer over a symlink that loops "
     "(ELOOP) in a deeper layer fails with ENOMEM (measured with fuse-overlayfs 1.10)",
+    "lower-hardlinks-shared": "names hard-linked to each other in a base layer stay one "
+    "file: a write through one name shows under the others, and the upper layer may "
+    "record it under another of the names (the base is untouched; overlayfs breaks the "
+    "link on copy-up)",
     "changes-scan-whole-tree": "changes() walks the whole merged tree, so its cost grows "
     "with the size of the base",
     "setup-copies-base": "setting up copies the base, so its cost grows with the size of "

@@ -40,7 +40,12 @@ class FuseBackend:
     rank = 30
     description = "fuse-overlayfs, the user-space overlay filesystem"
     deviations: frozenset[str] = frozenset(
-        {"no-dotdot-at-root", "wh-names-reserved", "dir-over-looping-symlink"}
+        {
+            "no-dotdot-at-root",
+            "wh-names-reserved",
+            "dir-over-looping-symlink",
+            "lower-hardlinks-shared",
+        }
     )
 
     def __init__(self) -> None:

@@ -245,6 +245,24 @@ def test_directory_over_a_looping_symlink_below(backend: Backend, tmp_path: Path
         assert s.changes() == [Change(M, "a"), Change(A, "a/new")]
 
 
+def test_write_through_one_hard_link_of_the_base(
+    backend: Backend, base: Path, tmp_path: Path
+) -> None:
+    os.link(base / "file.txt", base / "twin.txt")
+    before = tree_digest(base)
+    with OverlayStack([base], workspace=tmp_path / "ws", backend=backend) as s:
+        with open(s.merged / "file.txt", "a") as f:
+            f.write("more\n")
+        twin = (s.merged / "twin.txt").read_text()
+        if deviates(backend, "lower-hardlinks-shared"):
+            assert twin == "original\nmore\n"
+            assert s.changes() in ([Change(M, "file.txt")], [Change(M, "twin.txt")])
+        else:
+            assert twin == "original\n"
+            assert s.changes() == [Change(M, "file.txt")]
+    assert tree_digest(base) == before
+
+
 def test_base_is_byte_identical_afterwards(backend: Backend, base: Path, tmp_path: Path) -> None:
     before = tree_digest(base)
     with OverlayStack([base], workspace=tmp_path / "ws", backend=backend) as s:

@@ -36,6 +36,7 @@ from hypothesis.stateful import (
 
 from pytest_overlay._layer import Layer, path_key
 from pytest_overlay.model import UnionModel, UnmodelledError
+from pytest_overlay.testing.ops import Operation
 from pytest_overlay.testing.strategies import UMASKS, layer_stacks, name_pools, operations
 from pytest_overlay.testing.systems import UnionSystem
 
@@ -114,6 +115,10 @@ class UnionStateMachine(RuleBasedStateMachine):
         """The strategy for one run's pool of names; override to leave some out."""
         return name_pools()
 
+    def operation(self, model: UnionModel) -> st.SearchStrategy[Operation]:
+        """The strategy for the next operation on *model*; override to leave some out."""
+        return operations(model, self.pool)
+
     @initialize(data=st.data())
     def start(self, data: st.DataObject) -> None:
         self.pool = data.draw(self.name_pool(), label="name pool")
@@ -129,7 +134,7 @@ class UnionStateMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def operate(self, data: st.DataObject) -> None:
         model, system = self._both()
-        op = data.draw(operations(model, self.pool), label="operation")
+        op = data.draw(self.operation(model), label="operation")
         try:
             expected = _errno_of(op.apply, model)
         except UnmodelledError as exc:
