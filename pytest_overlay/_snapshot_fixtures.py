@@ -62,7 +62,6 @@ def _snapshot_owner(config: pytest.Config) -> str | None:
 
     from pytest_overlay import _snapshot_alias
 
-    dists = {id(p): d.project_name for p, d in config.pluginmanager.list_plugin_distinfo()}
     for name, plugin in config.pluginmanager.list_name_plugin():
         if plugin is None or plugin is _snapshot_alias:
             continue
@@ -73,7 +72,12 @@ def _snapshot_owner(config: pytest.Config) -> str | None:
         except Exception:
             continue
         if candidate is not None and getfixturemarker(candidate) is not None:
-            return dists.get(id(plugin)) or getattr(plugin, "__name__", None) or name
+            # Distribution names come from package metadata, which costs milliseconds
+            # to read: only for the one plugin that owns the name.
+            for owner, dist in config.pluginmanager.list_plugin_distinfo():
+                if owner is plugin:
+                    return str(dist.project_name)
+            return getattr(plugin, "__name__", None) or name
     return None
 
 
