@@ -1,11 +1,22 @@
-"""pytest-overlay: a throwaway copy-on-write view of a directory for every test."""
+"""pytest-overlay: a throwaway copy-on-write view of a directory for every test.
+
+The public names load on first use (PEP 562): pytest imports this package for every
+session, and most sessions never mount anything, so start-up should not pay for it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from pytest_overlay._errors import BackendUnavailable, OverlayError
-from pytest_overlay._overlay_fixture import overlay_fixture
-from pytest_overlay._snapshot_fixtures import Snapshotter
-from pytest_overlay.changes import Change, ChangeKind
-from pytest_overlay.snapshot import Snapshot
-from pytest_overlay.stack import OverlayStack
+
+if TYPE_CHECKING:
+    from pytest_overlay._overlay_fixture import overlay_fixture
+    from pytest_overlay._snapshotter import Snapshotter
+    from pytest_overlay.changes import Change, ChangeKind
+    from pytest_overlay.snapshot import Snapshot
+    from pytest_overlay.stack import OverlayStack
 
 __all__ = [
     "BackendUnavailable",
@@ -17,3 +28,25 @@ __all__ = [
     "Snapshotter",
     "overlay_fixture",
 ]
+
+_HOMES = {
+    "Change": "pytest_overlay.changes",
+    "ChangeKind": "pytest_overlay.changes",
+    "OverlayStack": "pytest_overlay.stack",
+    "Snapshot": "pytest_overlay.snapshot",
+    "Snapshotter": "pytest_overlay._snapshotter",
+    "overlay_fixture": "pytest_overlay._overlay_fixture",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'pytest_overlay' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

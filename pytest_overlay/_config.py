@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_overlay.snapshot import Snapshot
+if TYPE_CHECKING:
+    from pytest_overlay.snapshot import Snapshot
 
 MARKER = "overlay"
 MARKER_HELP = (
@@ -55,6 +57,8 @@ def base_layers(item: pytest.Item) -> tuple[Path | Snapshot, ...]:
                 f"{item.nodeid}: @pytest.mark.overlay needs at least one layer path, e.g. "
                 "@pytest.mark.overlay('data/base')"
             )
+        from pytest_overlay.snapshot import Snapshot  # only once a test mounts
+
         here = item.path.parent
         layers: list[Path | Snapshot] = []
         for arg in marker.args:

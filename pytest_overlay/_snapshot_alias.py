@@ -6,9 +6,12 @@ pytest-snapshot (see :func:`pytest_overlay._snapshot_fixtures.configure`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
-from pytest_overlay._snapshot_fixtures import Snapshotter
+if TYPE_CHECKING:
+    from pytest_overlay._snapshotter import Snapshotter
 
 
 @pytest.fixture

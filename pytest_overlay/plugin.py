@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -24,13 +25,16 @@ from pytest_overlay import (
 )
 from pytest_overlay._backends import Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
-from pytest_overlay._factory import OverlayStackFactory
 from pytest_overlay._snapshot_fixtures import overlay_snapshot  # noqa: F401 - a fixture
-from pytest_overlay.stack import OverlayStack
+
+if TYPE_CHECKING:
+    # Loaded by the fixtures on first use: a session that mounts nothing never needs them.
+    from pytest_overlay._factory import OverlayStackFactory
+    from pytest_overlay.stack import OverlayStack
 
 _FIXTURES = ("overlay_stack", "overlay_stack_factory")
 # Per test: its stack, whether a phase failed, and where its upper layer will be kept.
-_STACK = pytest.StashKey[OverlayStack]()
+_STACK = pytest.StashKey["OverlayStack"]()
 _FAILED = pytest.StashKey[bool]()
 _KEEP_AT = pytest.StashKey[Path]()
 _KEEPER = pytest.StashKey[_retention.Keeper]()
@@ -186,6 +190,8 @@ def overlay_stack_factory(
             "use --overlay-workspace=auto or disk",
             pytrace=False,
         )
+    from pytest_overlay._factory import OverlayStackFactory
+
     factory = OverlayStackFactory(root, backend, _ispytest=True)
     try:
         yield factory
