@@ -66,8 +66,19 @@ def is_opaque(path: str | os.PathLike[str]) -> bool:
     return any(_getxattr(path, name) == b"y" for name in OPAQUE_XATTRS)
 
 
-#: Files fuse-overlayfs drops into the directories it makes opaque, next to the xattr.
+#: Files fuse-overlayfs drops into the directories it makes opaque, next to the xattr:
+#: ``.wh..opq`` as a char 0/0 device, ``.wh..wh..opq`` as an empty file of mode 0700.
 FUSE_MARKER_FILES: Final = frozenset({OCI_OPAQUE_MARKER, ".wh..opq"})
+
+
+def _is_fuse_marker(path: str, name: str) -> bool:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if name == OCI_OPAQUE_MARKER:
+        return stat.S_ISREG(st.st_mode) and st.st_size == 0 and stat.S_IMODE(st.st_mode) == 0o700
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
 def marker_names(directory: str | os.PathLike[str]) -> frozenset[str]:
@@ -75,6 +86,12 @@ def marker_names(directory: str | os.PathLike[str]) -> frozenset[str]:
 
     fuse-overlayfs marks an opaque directory with marker files as well as the xattr. To
     kernel overlayfs those names are ordinary files, so they only count as markers in a
-    directory that carries an opaque xattr, where fuse-overlayfs would have put them.
+    directory that carries an opaque xattr, where fuse-overlayfs would have put them, and
+    only in the exact shape it gives them: a test's own file of that name stays content.
     """
-    return FUSE_MARKER_FILES if is_opaque(directory) else frozenset()
+    if not is_opaque(directory):
+        return frozenset()
+    root = os.fspath(directory)
+    return frozenset(
+        name for name in FUSE_MARKER_FILES if _is_fuse_marker(os.path.join(root, name), name)
+    )

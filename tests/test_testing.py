@@ -274,11 +274,6 @@ def test_a_file_named_like_the_opaque_marker_is_just_a_file() -> None:
         assert [str(c) for c in system.changes() or []] == ["M d", "A d/.wh..wh..opq"]
 
 
-@pytest.mark.xfail(
-    reason="inside an opaque directory, the names fuse-overlayfs uses as marker files "
-    "('.wh..wh..opq', '.wh..opq') are taken for markers on every backend",
-    strict=True,
-)
 def test_a_marker_named_file_in_an_opaque_directory_is_just_a_file() -> None:
     lowers = [Layer.build({"d/keep": File(b"k")})]
     model = UnionModel(lowers)
