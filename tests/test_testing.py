@@ -3,6 +3,7 @@ machine catches broken union implementations, and the strategies it draws from."
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import re
@@ -89,6 +90,37 @@ class FuseMachine(KernelMachine):
         )
 
 
+class CopyMachine(KernelMachine):
+    """The reference model next to the copy backend, which mounts nothing: it copies the
+    lowers and derives the upper layer by comparison when it is unmounted (so only at a
+    snapshot), hence ``compare_upper = False``. Lower whiteouts are written as xattrs, which
+    an ordinary user can create too."""
+
+    compare_upper = False
+    whiteouts = "xattr"
+
+    def operation(self, model: UnionModel) -> st.SearchStrategy[Operation]:
+        # Deviation "dir-rename-allowed": the model refuses these with EXDEV, a copy cannot.
+        return super().operation(model).filter(lambda op: not refused_with_exdev(model, op))
+
+    def open_system(self, lowers: Sequence[Layer], umask: int) -> UnionSystem:
+        usable_backend("copy")
+        return OverlayStackSystem.create(
+            lowers, umask, whiteouts=self.whiteouts, backend="copy", directory=fast_tmp()
+        )
+
+
+def refused_with_exdev(model: UnionModel, op: Operation) -> bool:
+    """Whether *op* is a rename that overlayfs refuses with EXDEV (tried on a copy)."""
+    if not isinstance(op, Rename):
+        return False
+    try:
+        op.apply(copy.deepcopy(model))
+    except OSError as exc:
+        return exc.errno == errno.EXDEV
+    return False
+
+
 def symlink_loops(layer: Layer, path: str) -> bool:
     """Whether resolving the symlink at *path* inside *layer* alone ends in ELOOP. The
     strategies only make relative targets without '..', so the layer is the whole world."""
@@ -147,6 +179,9 @@ TestKernelUnionXattrWhiteouts.settings = settings(stateful_step_count=40)
 TestFuseUnion = FuseMachine.TestCase
 # fuse-overlayfs is slower per operation: fewer runs, whatever the profile.
 TestFuseUnion.settings = settings(max_examples=30, stateful_step_count=30)
+TestCopyUnion = CopyMachine.TestCase
+# Every step of the copy backend rescans the copy for changes(): fewer runs, too.
+TestCopyUnion.settings = settings(max_examples=30, stateful_step_count=30)
 
 
 # -- the machine catches broken implementations ---------------------------------------------
