@@ -36,6 +36,9 @@ DEVIATIONS: dict[str, str] = {
     "(EINVAL) or the entry does not show, as fuse-overlayfs takes such files for whiteouts",
     "dir-over-looping-symlink": "a directory in one base layer over a symlink that loops "
     "(ELOOP) in a deeper layer fails with ENOMEM (measured with fuse-overlayfs 1.10)",
+    "dir-rename-uncovers": "renaming a directory made where a base entry was deleted "
+    "brings the deleted entry back at the old name, or fails with EXDEV (measured with "
+    "fuse-overlayfs 1.10)",
     "lower-hardlinks-shared": "names hard-linked to each other in a base layer stay one "
     "file: a write through one name shows under the others, and the upper layer may "
     "record it under another of the names (the base is untouched; overlayfs breaks the "

@@ -44,6 +44,7 @@ class FuseBackend:
             "no-dotdot-at-root",
             "wh-names-reserved",
             "dir-over-looping-symlink",
+            "dir-rename-uncovers",
             "lower-hardlinks-shared",
         }
     )

@@ -245,6 +245,21 @@ def test_directory_over_a_looping_symlink_below(backend: Backend, tmp_path: Path
         assert s.changes() == [Change(M, "a"), Change(A, "a/new")]
 
 
+def test_rename_of_a_directory_made_over_a_deleted_file(
+    stack: OverlayStack, backend: Backend
+) -> None:
+    m = stack.merged
+    (m / "file.txt").unlink()
+    (m / "file.txt").mkdir()
+    os.rename(m / "file.txt", m / "moved")
+    if deviates(backend, "dir-rename-uncovers"):
+        assert (m / "file.txt").read_text() == "original\n"  # the deleted file is back
+        return
+    assert not (m / "file.txt").exists()
+    assert (m / "moved").is_dir()
+    assert stack.changes() == [Change(D, "file.txt"), Change(A, "moved")]
+
+
 def test_write_through_one_hard_link_of_the_base(
     backend: Backend, base: Path, tmp_path: Path
 ) -> None:

@@ -76,7 +76,13 @@ class FuseMachine(KernelMachine):
     def operation(self, model: UnionModel) -> st.SearchStrategy[Operation]:
         # Deviation "lower-hardlinks-shared": once a snapshot freezes a hard link into a
         # lower layer, fuse-overlayfs shows a write through one name under the others.
-        return super().operation(model).filter(lambda op: not isinstance(op, Link))
+        # Deviation "dir-rename-uncovers": moving a directory made over a deleted base
+        # entry brings that entry back (or fails with EXDEV).
+        return (
+            super()
+            .operation(model)
+            .filter(lambda op: not isinstance(op, Link) and not moves_dir_over_lower(model, op))
+        )
 
     def lower_layers(self, pool: Sequence[str]) -> st.SearchStrategy[list[Layer]]:
         # Deviation "dir-over-looping-symlink": fuse-overlayfs fails with ENOMEM there.
@@ -108,6 +114,15 @@ class CopyMachine(KernelMachine):
         return OverlayStackSystem.create(
             lowers, umask, whiteouts=self.whiteouts, backend="copy", directory=fast_tmp()
         )
+
+
+def moves_dir_over_lower(model: UnionModel, op: Operation) -> bool:
+    """Whether *op* renames a directory whose path some lower layer also holds."""
+    return (
+        isinstance(op, Rename)
+        and isinstance(model.merged().get(op.src), Dir)
+        and any(op.src in lower for lower in model.lowers)
+    )
 
 
 def refused_with_exdev(model: UnionModel, op: Operation) -> bool:
