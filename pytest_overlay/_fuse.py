@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import final
 
-from pytest_overlay import _mount, _namespace, _syscalls
+from pytest_overlay import _mount, _namespace, _reaper, _syscalls
 from pytest_overlay._errors import BackendUnavailable, OverlayError
 from pytest_overlay._probe import trial_mount
 from pytest_overlay._workspace import Workspace
@@ -103,9 +103,6 @@ class FuseBackend:
             (links / str(index)).symlink_to(lower)
         lowerdir = ":".join(f"lowers/{i}" for i in range(len(lowers)))
         options = [f"lowerdir={_escape_option(lowerdir)}", "upperdir=upper", "workdir=work"]
-        if self._in_host_namespace():
-            # A helper unmounts if the daemon dies: no private namespace cleans up here.
-            options.append("auto_unmount")
         command = [exe, "-f", "-o", ",".join(options), "merged"]
         log_path = space.root / "fuse-overlayfs.log"
         # In a user namespace the daemon needs the mount capability itself (ambient).
@@ -133,6 +130,9 @@ class FuseBackend:
                 )
             time.sleep(0.0005)
         self._daemons[space.root] = daemon
+        if self._in_host_namespace():
+            # No private namespace drops this mount if pytest is killed: a watcher does.
+            _reaper.watch(space.merged)
 
     def unmount(self, space: Workspace) -> bool:
         daemon = self._daemons.pop(space.root, None)
@@ -148,6 +148,7 @@ class FuseBackend:
                     capture_output=True,
                     check=False,
                 )
+            _reaper.forget(space.merged)
         else:
             with _namespace.mount_privileges():
                 clean = _mount.unmount(space.merged)

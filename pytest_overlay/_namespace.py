@@ -154,15 +154,35 @@ def cached_probe() -> str:
     return _probe_result
 
 
-def userns_hint(detail: str) -> str:
+def _sysctl(name: str) -> str | None:
+    try:
+        with open(f"/proc/sys/{name.replace('.', '/')}") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def userns_hint(detail: str, *, in_container: bool | None = None) -> str:
+    """Why the userns rung failed (*detail*) and every way to enable it that applies here."""
     hints = []
-    if os.path.exists("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"):
+    if _sysctl("kernel.apparmor_restrict_unprivileged_userns") == "1":
         hints.append(
             "on Ubuntu >= 23.10 allow it with "
             "'sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0'"
         )
+    if _sysctl("kernel.unprivileged_userns_clone") == "0":
+        hints.append("allow it with 'sudo sysctl kernel.unprivileged_userns_clone=1'")
+    if _sysctl("user.max_user_namespaces") == "0":
+        hints.append("allow it with 'sudo sysctl user.max_user_namespaces=15000'")
+    if in_container is None:
+        in_container = os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
+    if in_container:
+        hints.append(
+            "in Docker or Podman, whose default seccomp profile forbids it, run the "
+            "container with '--security-opt seccomp=unconfined' or '--privileged'"
+        )
     hints.append("or run pytest as root")
-    return f"cannot mount overlayfs in an unprivileged user namespace ({detail}); " + ", ".join(
+    return f"cannot mount overlayfs in an unprivileged user namespace ({detail}); " + "; ".join(
         hints
     )
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_overlay import _namespace
 from pytest_overlay._backends import Backend, builtin_backends
 
 #: A tree spec: name -> bytes/str (file), dict (directory), or ("symlink", target).
@@ -72,6 +73,29 @@ def usable_backend(name: str) -> Backend:
     # while no test has started threads.
     backend.activate()
     return backend
+
+
+def auto_backend() -> str:
+    """The backend ``--overlay-backend=auto`` picks on this machine for this user.
+
+    Tests run as root, as an ordinary user with user namespaces, and as one without them
+    (CI runs all three), and each picks a different rung; tests that check the ladder's
+    choice ask this rather than assume one.
+    """
+    for backend in builtin_backends():
+        if not backend.probe():
+            return backend.name
+    raise AssertionError("no backend works here, not even copy")
+
+
+def tmpfs_workspaces_possible() -> bool:
+    """Whether ``--overlay-workspace=auto`` can put workspaces on a private tmpfs here:
+    the backend mounts, and the process has (or can get) a private mount namespace, which
+    an ordinary user without user namespaces cannot."""
+    chosen = auto_backend()
+    if chosen == "copy":
+        return False
+    return os.geteuid() == 0 or chosen == "userns" or not _namespace.cached_probe()
 
 
 def process_info(pid: int) -> tuple[str, int, str] | None:

@@ -56,3 +56,14 @@ def test_userns_keeps_uid_and_real_permission_errors(tmp_path: os.PathLike[str])
     effective, permitted, _ = _syscalls.get_capabilities()
     assert effective == 0
     assert permitted != 0
+
+
+def test_userns_hint_names_the_fixes_that_apply() -> None:
+    detail = "PermissionError: [Errno 1] unshare: Operation not permitted"
+    in_docker = _namespace.userns_hint(detail, in_container=True)
+    assert in_docker.startswith(
+        f"cannot mount overlayfs in an unprivileged user namespace ({detail})"
+    )
+    assert "--security-opt seccomp=unconfined" in in_docker
+    assert in_docker.endswith("; or run pytest as root")
+    assert "seccomp" not in _namespace.userns_hint(detail, in_container=False)
