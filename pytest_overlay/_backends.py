@@ -34,8 +34,9 @@ DEVIATIONS: dict[str, str] = {
     "the changes when it is unmounted or a snapshot is taken; use changes() meanwhile",
     "wh-names-reserved": "names starting with '.wh.' are reserved: creating one fails "
     "(EINVAL) or the entry does not show, as fuse-overlayfs takes such files for whiteouts",
-    "dir-over-looping-symlink": "a directory in one base layer over a symlink that loops "
-    "(ELOOP) in a deeper layer fails with ENOMEM (measured with fuse-overlayfs 1.10)",
+    "dir-over-looping-symlink": "a directory over a symlink that loops (ELOOP) in a base "
+    "layer, put there by a higher layer or by the test after deleting the symlink, fails "
+    "with ENOMEM (measured with fuse-overlayfs 1.10)",
     "dir-rename-uncovers": "renaming a directory made where a base entry was deleted "
     "brings the deleted entry back at the old name, or fails with EXDEV (measured with "
     "fuse-overlayfs 1.10)",
