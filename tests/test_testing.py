@@ -19,6 +19,7 @@ from hypothesis.stateful import run_state_machine_as_test
 from pytest_overlay.layers import WHITEOUT, Dir, Entry, File, Layer, Symlink, squash
 from pytest_overlay.model import UnionModel
 from pytest_overlay.testing import (
+    AppendBytes,
     CreateSymlink,
     DirectoryOps,
     Link,
@@ -116,7 +117,18 @@ class CopyMachine(KernelMachine):
 
     def operation(self, model: UnionModel) -> st.SearchStrategy[Operation]:
         # Deviation "dir-rename-allowed": the model refuses these with EXDEV, a copy cannot.
-        return super().operation(model).filter(lambda op: not refused_with_exdev(model, op))
+        # Deviation "open-without-write-unchanged": appending nothing opens the file for
+        # writing and writes nothing, which overlayfs copies up and a copy cannot see.
+        return (
+            super()
+            .operation(model)
+            .filter(
+                lambda op: (
+                    not refused_with_exdev(model, op)
+                    and not (isinstance(op, AppendBytes) and not op.data)
+                )
+            )
+        )
 
     def open_system(self, lowers: Sequence[Layer], umask: int) -> UnionSystem:
         usable_backend("copy")
