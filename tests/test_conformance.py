@@ -181,7 +181,9 @@ def test_directory_rename_of_base_dir(stack: OverlayStack, backend: Backend) -> 
 def test_open_for_write_without_writing(stack: OverlayStack, backend: Backend) -> None:
     with open(stack.merged / "file.txt", "r+"):
         pass
-    expected = [] if deviates(backend, "open-without-write-unchanged") else [Change(M, "file.txt")]
+    os.truncate(stack.merged / "empty", 0)  # the filesystem skips this: nothing changes
+    copied_up = [Change(M, "empty"), Change(M, "file.txt")]
+    expected = [] if deviates(backend, "open-without-write-unchanged") else copied_up
     assert stack.changes() == expected
 
 

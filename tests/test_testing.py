@@ -27,6 +27,7 @@ from pytest_overlay.testing import (
     Operation,
     OverlayStackSystem,
     Rename,
+    Truncate,
     UnionStateMachine,
     UnionSystem,
     Unlink,
@@ -117,17 +118,12 @@ class CopyMachine(KernelMachine):
 
     def operation(self, model: UnionModel) -> st.SearchStrategy[Operation]:
         # Deviation "dir-rename-allowed": the model refuses these with EXDEV, a copy cannot.
-        # Deviation "open-without-write-unchanged": appending nothing opens the file for
-        # writing and writes nothing, which overlayfs copies up and a copy cannot see.
+        # Deviation "open-without-write-unchanged": appending nothing, or truncating a file
+        # to the length it has, changes nothing a copy can see; overlayfs copies it up.
         return (
             super()
             .operation(model)
-            .filter(
-                lambda op: (
-                    not refused_with_exdev(model, op)
-                    and not (isinstance(op, AppendBytes) and not op.data)
-                )
-            )
+            .filter(lambda op: not refused_with_exdev(model, op) and not leaves_as_is(model, op))
         )
 
     def open_system(self, lowers: Sequence[Layer], umask: int) -> UnionSystem:
@@ -144,6 +140,19 @@ def moves_dir_over_lower(model: UnionModel, op: Operation) -> bool:
         and isinstance(model.merged().get(op.src), Dir)
         and any(op.src in lower for lower in model.lowers)
     )
+
+
+def leaves_as_is(model: UnionModel, op: Operation) -> bool:
+    """Whether *op* opens a file for writing and leaves it exactly as it was (a truncate
+    through a symlink is counted in, rather than resolved)."""
+    if isinstance(op, AppendBytes):
+        return not op.data
+    if isinstance(op, Truncate):
+        entry = model.merged().get(op.path)
+        return isinstance(entry, Symlink) or (
+            isinstance(entry, File) and len(entry.data) == op.length
+        )
+    return False
 
 
 def refused_with_exdev(model: UnionModel, op: Operation) -> bool:
