@@ -26,8 +26,8 @@ DEVIATIONS: dict[str, str] = {
     "dir-rename-allowed": "renaming a directory that comes from the base succeeds instead "
     "of failing with EXDEV",
     "open-without-write-unchanged": "opening a base file for writing without writing to "
-    "it, or truncating an empty one to length 0, is not a change (overlayfs copies it up "
-    "and reports MODIFY)",
+    "it is not a change, nor (on tmpfs) is truncating an empty one to length 0; overlayfs "
+    "copies it up and reports MODIFY",
     "not-a-mount-point": "merged is an ordinary directory, not a mount point",
     "no-dotdot-at-root": "reading the merged root directory lists no '..' entry (ls -a); "
     "os.listdir and os.scandir never show it anyway",

@@ -181,10 +181,11 @@ def test_directory_rename_of_base_dir(stack: OverlayStack, backend: Backend) -> 
 def test_open_for_write_without_writing(stack: OverlayStack, backend: Backend) -> None:
     with open(stack.merged / "file.txt", "r+"):
         pass
-    os.truncate(stack.merged / "empty", 0)  # the filesystem skips this: nothing changes
-    copied_up = [Change(M, "empty"), Change(M, "file.txt")]
-    expected = [] if deviates(backend, "open-without-write-unchanged") else copied_up
-    assert stack.changes() == expected
+    os.truncate(stack.merged / "empty", 0)  # tmpfs skips this; ext4 still sets ctime
+    if deviates(backend, "open-without-write-unchanged"):
+        assert stack.changes() in ([], [Change(M, "empty")])
+    else:
+        assert stack.changes() == [Change(M, "empty"), Change(M, "file.txt")]
 
 
 def test_merged_is_a_mount_point(stack: OverlayStack, backend: Backend) -> None:
