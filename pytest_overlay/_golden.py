@@ -16,9 +16,11 @@ import re
 import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from pytest_overlay._statediff import Delta, Entry
+if TYPE_CHECKING:
+    # Annotations only: the plugin reads UPDATE_FLAG at start-up, the rest runs in tests.
+    from pytest_overlay._statediff import Delta, Entry
 
 #: The directory, next to the test file, that holds the golden files of its tests.
 GOLDEN_DIR: Final = "__overlay_golden__"
