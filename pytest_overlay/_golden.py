@@ -90,14 +90,23 @@ def entries(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
+def test_stem(nodeid: str) -> str:
+    """The part of a golden file name that names the test *nodeid* (``Class.test[id]``)."""
+    return _UNSAFE.sub("_", ".".join(nodeid.split("::")[1:]) or nodeid)
+
+
+def golden_dir(test_file: Path) -> Path:
+    """The directory of the golden files of the tests in *test_file*."""
+    return test_file.parent / GOLDEN_DIR / test_file.stem
+
+
 def path_for(test_file: Path, nodeid: str, name: str | None, index: int) -> Path:
     """Where the golden file of one assertion in the test *nodeid* lives.
 
     ``<test dir>/__overlay_golden__/<module>/<Class.test_name[params]>[.<name>].txt``;
     without a *name*, the second and later assertions of a test are numbered from 2.
     """
-    test_part = ".".join(nodeid.split("::")[1:]) or nodeid
-    stem = _UNSAFE.sub("_", test_part)
+    stem = test_stem(nodeid)
     if name is not None:
         if not name or _UNSAFE.search(name) or name.startswith("."):
             raise ValueError(
@@ -107,7 +116,7 @@ def path_for(test_file: Path, nodeid: str, name: str | None, index: int) -> Path
         stem = f"{stem}.{name}"
     elif index > 1:
         stem = f"{stem}.{index}"
-    return test_file.parent / GOLDEN_DIR / test_file.stem / f"{stem}.txt"
+    return golden_dir(test_file) / f"{stem}.txt"
 
 
 class Outcome(enum.Enum):

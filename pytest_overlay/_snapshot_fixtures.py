@@ -11,13 +11,14 @@ plugin keeps its name and both work in one suite.
 from __future__ import annotations
 
 import os
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, final
 
 import pytest
 
-from pytest_overlay import _golden
+from pytest_overlay import _golden, _golden_unused
 
 if TYPE_CHECKING:
     from pytest_overlay._snapshotter import Snapshotter
@@ -34,6 +35,11 @@ class SessionState:
     #: The distribution that owns the ``snapshot`` fixture name, if not pytest-overlay.
     snapshot_owner: str | None
     written: list[Path] = field(default_factory=list)
+    #: Golden files checked per test, until its report carries them (this process).
+    checked: dict[str, list[str]] = field(default_factory=dict)
+    #: Per test node id: whether it passed; and every golden file checked (all workers).
+    outcomes: dict[str, bool] = field(default_factory=dict)
+    checked_all: list[str] = field(default_factory=list)
 
 
 STATE_KEY: Final = pytest.StashKey[SessionState]()
@@ -89,14 +95,58 @@ class _Hooks:
             "pytest-overlay's is 'overlay_snapshot'"
         )
 
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if not self._state.written:
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report: pytest.TestReport = yield
+        if report.when == "call":
+            # A plain attribute survives pytest-xdist's report serialisation, so the
+            # controller learns which golden files its workers' tests checked.
+            checked = self._state.checked.pop(item.nodeid, [])
+            report.overlay_golden = checked  # type: ignore[attr-defined]
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        state = self._state
+        state.checked_all.extend(getattr(report, "overlay_golden", ()))
+        # Passed in every phase; a skip or xfail counts as not passed.
+        state.outcomes[report.nodeid] = state.outcomes.get(report.nodeid, True) and report.passed
+
+    def pytest_terminal_summary(
+        self, terminalreporter: pytest.TerminalReporter, exitstatus: int
+    ) -> None:
+        config = terminalreporter.config
+        root = config.rootpath
+        unused = self._unused(config, exitstatus)
+        if not self._state.written and not unused:
             return
         terminalreporter.section("pytest-overlay golden files")
-        root = terminalreporter.config.rootpath
         for path in self._state.written:
             shown = path.relative_to(root) if path.is_relative_to(root) else path
             terminalreporter.write_line(f"written: {shown}")
+        if self._state.update_golden:
+            _golden_unused.delete(unused)
+        for path in unused:
+            shown = path.relative_to(root) if path.is_relative_to(root) else path
+            verb = "deleted" if self._state.update_golden else "unused"
+            terminalreporter.write_line(f"{verb}: {shown}")
+        if unused and not self._state.update_golden:
+            terminalreporter.write_line(
+                f"{len(unused)} golden file(s) no test checks any more; "
+                f"run pytest with {_golden.UPDATE_FLAG} to delete them"
+            )
+
+    def _unused(self, config: pytest.Config, exitstatus: int) -> list[Path]:
+        if exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            return []  # interrupted, or an internal or usage error
+        if config.option.maxfail and exitstatus == pytest.ExitCode.TESTS_FAILED:
+            return []  # -x / --maxfail may have stopped the run before some modules
+        modules = {config.rootpath / n.split("::", 1)[0] for n in self._state.outcomes}
+        partial = {m: _golden_unused.selection_is_partial(config, m) for m in modules}
+        return _golden_unused.unused_files(
+            self._state.outcomes, self._state.checked_all, config.rootpath, partial
+        )
 
 
 def configure(config: pytest.Config) -> None:

@@ -146,6 +146,7 @@ class Snapshotter:
         __tracebackhide__ = True
         self._golden_count += 1
         path = _golden.path_for(self._test_file, self._nodeid, name, self._golden_count)
+        self._state.checked.setdefault(self._nodeid, []).append(os.fspath(path))
         lines = _golden.render(self._stack._deltas_since(since))
         outcome = _golden.check(path, lines, self._nodeid, update=self._state.update_golden)
         if outcome is _golden.Outcome.WRITTEN:
