@@ -53,7 +53,8 @@ def addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="write the golden files of overlay_snapshot.assert_golden() from what the "
-        "tests changed, instead of comparing with them.",
+        "tests changed, instead of comparing with them, and delete the golden files no "
+        "test checks any more.",
     )
 
 
