@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import final
@@ -29,6 +28,7 @@ class OverlayStackFactory:
                 "'overlay_stack_factory' fixture instead"
             )
         self._root = root
+        self._resolved_root = root.resolve()
         self._backend = backend
         self._open: list[OverlayStack] = []
 
@@ -49,18 +49,18 @@ class OverlayStackFactory:
         Close it with :meth:`OverlayStack.close` when done; the factory closes whatever is
         left at the end of the session.
         """
-        root = self._root.resolve()
-        for lower in lowers:
-            if isinstance(lower, (str, os.PathLike)) and Path(lower).resolve().is_relative_to(
-                root
-            ):
-                raise OverlayError(
-                    f"the base {lower} lies inside pytest-overlay's workspace directory "
-                    f"{root}, whose contents are deleted at teardown: keep base directories "
-                    "outside it (to stack on another stack's state, take a snapshot)"
-                )
         safe = safe_name(name, 30, "stack")
         stack = OverlayStack(lowers, workspace=self._root, backend=self._backend, name=safe)
+        # The stack has resolved its base directories; frozen layers of snapshots are
+        # meant to live under the root, plain directories are not.
+        for layer in stack._base:
+            if isinstance(layer, Path) and layer.is_relative_to(self._resolved_root):
+                raise OverlayError(
+                    f"the base {layer} lies inside pytest-overlay's workspace directory "
+                    f"{self._resolved_root}, whose contents are deleted at teardown: keep "
+                    "base directories outside it (to stack on another stack's state, take a "
+                    "snapshot)"
+                )
         stack.mount()
         self._open = [s for s in self._open if s.mounted]
         self._open.append(stack)
