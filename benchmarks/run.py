@@ -428,7 +428,11 @@ def save(data: dict[str, Any], args: argparse.Namespace) -> None:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     (raw / f"run-{stamp}.json").write_text(json.dumps(data, indent=1))
     report.write_tables(data, args.results)
-    report.plot(data, args.results / "cost_vs_base.png")
+    try:
+        report.plot(data, args.results / "cost_vs_base.png")
+    except ImportError as exc:
+        # The tables are written; only the picture needs the bench extra.
+        print(f"no plot ({exc}): pip install -e '.[bench]' for matplotlib", file=sys.stderr)
     print((args.results / "results.md").read_text())
 
 
