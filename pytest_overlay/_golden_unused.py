@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import pytest
@@ -57,12 +57,12 @@ def unused_files(
     outcomes: Mapping[str, bool],
     checked: Iterable[str],
     rootpath: Path,
-    partial: Mapping[Path, bool],
+    partial: Callable[[Path], bool],
 ) -> list[Path]:
     """Golden files of the modules in *outcomes* that no test checked and none can claim.
 
     *outcomes* maps each test node id of the session to whether it passed; *checked* is
-    every golden file path the tests compared or wrote; *partial* says, per module path,
+    every golden file path the tests compared or wrote; *partial* says of a module path
     whether the selection may have left out some of its tests.
     """
     seen = {os.path.normpath(p) for p in checked}
@@ -85,7 +85,7 @@ def unused_files(
             if owners:
                 if all(outcomes[n] for n in owners):
                     unused.append(path)
-            elif not partial.get(module, True):
+            elif not partial(module):
                 unused.append(path)
     return unused
 

@@ -143,10 +143,11 @@ class _Hooks:
             return []  # interrupted, or an internal or usage error
         if config.option.maxfail and exitstatus == pytest.ExitCode.TESTS_FAILED:
             return []  # -x / --maxfail may have stopped the run before some modules
-        modules = {config.rootpath / n.split("::", 1)[0] for n in self._state.outcomes}
-        partial = {m: _golden_unused.selection_is_partial(config, m) for m in modules}
         return _golden_unused.unused_files(
-            self._state.outcomes, self._state.checked_all, config.rootpath, partial
+            self._state.outcomes,
+            self._state.checked_all,
+            config.rootpath,
+            lambda module: _golden_unused.selection_is_partial(config, module),
         )
 
 
