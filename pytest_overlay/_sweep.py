@@ -3,7 +3,9 @@
 A killed run leaves its workspaces under its basetemp: the kernel drops the mounts with
 the private namespace, but ``work/work`` stays at mode 000, which makes pytest's
 collection (when ``--basetemp`` lies inside the project) and ``rm -rf`` by an ordinary
-user fail. Only directories with the exact workspace layout
+user fail. A fuse mount made in the host namespace (an ordinary user without user
+namespaces) can outlive the run if its watcher was killed too; it is unmounted here with
+``fusermount3``. Only directories with the exact workspace layout
 (``overlay/<name>-*/{upper,work,merged}``) are touched.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 from pathlib import Path
 
 from pytest_overlay import _mount, _namespace
@@ -56,8 +59,19 @@ def sweep(basetemp: Path) -> list[Path]:
     for space in swept:
         merged = space / "merged"
         if os.fspath(merged) in mounted:
-            with contextlib.suppress(OSError), _namespace.mount_privileges():
-                _mount.unmount(merged)
+            try:
+                with _namespace.mount_privileges():
+                    _mount.unmount(merged)
+            except OSError:
+                # A fuse mount an ordinary user made through fusermount3 in the host
+                # namespace, left when even the watcher (see _reaper) was killed.
+                with contextlib.suppress(OSError):  # no fusermount3: nothing more to try
+                    subprocess.run(
+                        ["fusermount3", "-u", "-z", os.fspath(merged)],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        check=False,
+                    )
         _open_up(space / "work")
     return swept
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import time
 from pathlib import Path
 
-from pytest_overlay._sweep import stale_workspaces, sweep
-from tests.helpers import make_tree
+import pytest
+
+from pytest_overlay import _namespace
+from pytest_overlay._sweep import _mount_points, stale_workspaces, sweep
+from pytest_overlay._workspace import create_workspace
+from tests.helpers import auto_backend, make_tree
 
 
 def _mode(path: Path) -> int:
@@ -43,3 +49,26 @@ def test_sweep_opens_up_stale_work_dirs_only(tmp_path: Path) -> None:
 def test_nothing_to_sweep(tmp_path: Path) -> None:
     assert sweep(tmp_path / "missing") == []
     assert sweep(tmp_path) == []
+
+
+def test_sweep_unmounts_a_dead_fuse_mount_in_the_host_namespace(tmp_path: Path) -> None:
+    if os.geteuid() == 0 or auto_backend() != "fuse" or not _namespace.cached_probe():
+        pytest.skip("only an ordinary user without user namespaces mounts fuse on the host")
+    base = make_tree(tmp_path / "base", {"f": "f"})
+    space = create_workspace(tmp_path / "bt" / "overlay", base, prefix="test_dead")
+    # A daemon whose pytest and watcher were both killed: started here, then SIGKILLed.
+    daemon = subprocess.Popen(
+        ["fuse-overlayfs", "-f", "-o", f"lowerdir={base},upperdir=upper,workdir=work", "merged"],
+        cwd=space.root,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not os.path.ismount(space.merged) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    daemon.kill()
+    daemon.wait()
+    assert os.fspath(space.merged) in _mount_points()  # dead, but still mounted
+
+    assert sweep(tmp_path / "bt") == [space.root]
+    assert os.fspath(space.merged) not in _mount_points()
+    assert (base / "f").read_text() == "f"
