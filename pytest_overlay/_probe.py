@@ -5,15 +5,25 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from pytest_overlay import _syscalls, _tmpfs
 from pytest_overlay._backends import Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
 from pytest_overlay._workspace import create_workspace, remove_workspace
+
+#: Filesystems an overlay upper layer cannot live on.
+_NO_UPPER = (_syscalls.OVERLAYFS_SUPER_MAGIC, _syscalls.FUSE_SUPER_MAGIC)
 
 
 def trial_mount(backend: Backend) -> str:
     """Mount and unmount an empty union with *backend*; return "" or why it failed."""
     scratch = Path(tempfile.mkdtemp(prefix="pytest-overlay-probe-")).resolve()
+    on_tmpfs = False
     try:
+        if _syscalls.statfs_type(scratch) in _NO_UPPER:
+            # Where the temporary directory cannot hold an upper layer (overlayfs, as /tmp
+            # is in Docker), the fixtures' workspaces go on a private tmpfs by default:
+            # probe on one too, or a working backend would be reported broken.
+            on_tmpfs = not _tmpfs.mount_tmpfs(scratch, backend.name)
         (scratch / "lower").mkdir()
         space = create_workspace(scratch, scratch / "lower")
         backend.mount([scratch / "lower"], space)
@@ -23,5 +33,7 @@ def trial_mount(backend: Backend) -> str:
     except OverlayError as exc:
         return f"a test mount failed: {exc}"
     finally:
+        if on_tmpfs:
+            _tmpfs.unmount_tmpfs(scratch)
         remove_workspace(scratch)
     return ""
