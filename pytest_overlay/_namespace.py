@@ -103,12 +103,21 @@ def _unshare_user() -> None:
 def _probe_mount() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="pytest-overlay-probe-")).resolve()
     lower, upper, work, merged = (scratch / n for n in ("lower", "upper", "work", "merged"))
+    on_tmpfs = False
     try:
+        kind = _syscalls.statfs_type(scratch)
+        if kind in (_syscalls.OVERLAYFS_SUPER_MAGIC, _syscalls.FUSE_SUPER_MAGIC):
+            # Docker's /tmp cannot hold an upper layer; the workspaces would go on a
+            # private tmpfs there, so the probe does too (this child's namespace).
+            _syscalls.mount("tmpfs", scratch, "tmpfs", 0, "mode=0700")
+            on_tmpfs = True
         for path in (lower, upper, work, merged):
             path.mkdir()
         _mount.mount_overlay([lower], upper, work, merged, flags=("userxattr",))
         _syscalls.umount(merged)
     finally:
+        if on_tmpfs:
+            _syscalls.umount(scratch)
         remove_workspace(scratch)
 
 
