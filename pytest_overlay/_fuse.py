@@ -138,16 +138,9 @@ class FuseBackend:
         daemon = self._daemons.pop(space.root, None)
         clean = True
         if self._in_host_namespace():
-            result = subprocess.run(
-                ["fusermount3", "-u", os.fspath(space.merged)], capture_output=True, check=False
-            )
-            if result.returncode != 0:
-                clean = False
-                subprocess.run(
-                    ["fusermount3", "-u", "-z", os.fspath(space.merged)],
-                    capture_output=True,
-                    check=False,
-                )
+            if not _mount.fusermount_unmount(space.merged):
+                clean = False  # busy: detach it, as umount2(MNT_DETACH) would
+                _mount.fusermount_unmount(space.merged, lazy=True)
             _reaper.forget(space.merged)
         else:
             with _namespace.mount_privileges():

@@ -26,7 +26,7 @@ _WORKSPACE_HINT = (
 def check_upper_filesystem(upper: Path) -> None:
     """Refuse, before mounting, an upper layer on a filesystem overlayfs cannot write to."""
     kind = _syscalls.statfs_type(upper)
-    if kind in (_syscalls.OVERLAYFS_SUPER_MAGIC, _syscalls.FUSE_SUPER_MAGIC):
+    if kind in _syscalls.NO_UPPER_MAGICS:
         what = (
             "overlayfs (as /tmp is in Docker)"
             if kind == _syscalls.OVERLAYFS_SUPER_MAGIC

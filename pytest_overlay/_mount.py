@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
@@ -140,6 +141,17 @@ def mount_overlay(
     data = classic_options(lowers, upper, work, flags)
     _syscalls.mount("overlay", target, "overlay", 0, data)
     return "mount"
+
+
+def fusermount_unmount(target: Path, *, lazy: bool = False) -> bool:
+    """Unmount a FUSE mount that this user made in the host namespace, through the setuid
+    ``fusermount3`` (umount2 would need privileges); return whether it worked."""
+    command = ["fusermount3", "-u", *(["-z"] if lazy else []), os.fspath(target)]
+    try:
+        result = subprocess.run(command, capture_output=True, check=False)
+    except OSError:  # no fusermount3
+        return False
+    return result.returncode == 0
 
 
 def unmount(target: Path) -> bool:

@@ -105,8 +105,7 @@ def _probe_mount() -> None:
     lower, upper, work, merged = (scratch / n for n in ("lower", "upper", "work", "merged"))
     on_tmpfs = False
     try:
-        kind = _syscalls.statfs_type(scratch)
-        if kind in (_syscalls.OVERLAYFS_SUPER_MAGIC, _syscalls.FUSE_SUPER_MAGIC):
+        if _syscalls.statfs_type(scratch) in _syscalls.NO_UPPER_MAGICS:
             # Docker's /tmp cannot hold an upper layer; the workspaces would go on a
             # private tmpfs there, so the probe does too (this child's namespace).
             _syscalls.mount("tmpfs", scratch, "tmpfs", 0, "mode=0700")

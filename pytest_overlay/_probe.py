@@ -10,16 +10,13 @@ from pytest_overlay._backends import Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
 from pytest_overlay._workspace import create_workspace, remove_workspace
 
-#: Filesystems an overlay upper layer cannot live on.
-_NO_UPPER = (_syscalls.OVERLAYFS_SUPER_MAGIC, _syscalls.FUSE_SUPER_MAGIC)
-
 
 def trial_mount(backend: Backend) -> str:
     """Mount and unmount an empty union with *backend*; return "" or why it failed."""
     scratch = Path(tempfile.mkdtemp(prefix="pytest-overlay-probe-")).resolve()
     on_tmpfs = False
     try:
-        if _syscalls.statfs_type(scratch) in _NO_UPPER:
+        if _syscalls.statfs_type(scratch) in _syscalls.NO_UPPER_MAGICS:
             # Where the temporary directory cannot hold an upper layer (overlayfs, as /tmp
             # is in Docker), the fixtures' workspaces go on a private tmpfs by default:
             # probe on one too, or a working backend would be reported broken.

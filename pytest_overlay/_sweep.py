@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 from pathlib import Path
 
 from pytest_overlay import _mount, _namespace
@@ -65,13 +64,7 @@ def sweep(basetemp: Path) -> list[Path]:
             except OSError:
                 # A fuse mount an ordinary user made through fusermount3 in the host
                 # namespace, left when even the watcher (see _reaper) was killed.
-                with contextlib.suppress(OSError):  # no fusermount3: nothing more to try
-                    subprocess.run(
-                        ["fusermount3", "-u", "-z", os.fspath(merged)],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                        check=False,
-                    )
+                _mount.fusermount_unmount(merged, lazy=True)
         _open_up(space / "work")
     return swept
 

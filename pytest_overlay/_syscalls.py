@@ -210,6 +210,8 @@ def set_parent_death_signal(signum: int) -> None:
 
 OVERLAYFS_SUPER_MAGIC: Final = 0x794C7630
 FUSE_SUPER_MAGIC: Final = 0x65735546
+#: Filesystems an overlay upper layer cannot live on.
+NO_UPPER_MAGICS: Final = (OVERLAYFS_SUPER_MAGIC, FUSE_SUPER_MAGIC)
 
 
 def statfs_type(path: str | os.PathLike[str]) -> int:
