@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -33,3 +34,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 def backend(request: pytest.FixtureRequest) -> Backend:
     """Each built-in backend in turn; one that cannot work here skips with its reason."""
     return usable_backend(str(request.param))
+
+
+@pytest.fixture
+def fixed_umask() -> Iterator[None]:
+    """Modes are part of what golden files and change listings compare: make new files'
+    modes the same on every machine. Use with ``pytest.mark.usefixtures``."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)

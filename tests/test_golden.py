@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,7 @@ from pytest_overlay import _golden
 from pytest_overlay._statediff import ChainState, DirState, diff_states, touched
 from tests.helpers import make_tree
 
-
-@pytest.fixture(autouse=True)
-def umask() -> Iterator[None]:
-    """Modes are part of what is compared: make them the same on every machine."""
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
+pytestmark = pytest.mark.usefixtures("fixed_umask")
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ and never reported when the session cannot vouch for it (selection, skips, early
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,11 +33,7 @@ B_ONCE = TWO_TESTS.replace(
 B_SKIPPED = ONLY_A + "\ndef test_b():\n    pytest.skip('not today')\n"
 
 
-@pytest.fixture(autouse=True)
-def umask() -> Iterator[None]:
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
+pytestmark = pytest.mark.usefixtures("fixed_umask")
 
 
 @pytest.fixture

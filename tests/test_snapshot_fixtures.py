@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import pytest
 
 from tests.helpers import make_tree
@@ -12,12 +9,7 @@ from tests.helpers import make_tree
 pytest_plugins = ["pytester"]
 
 
-@pytest.fixture(autouse=True)
-def umask() -> Iterator[None]:
-    """Modes are part of what is compared: make them the same on every machine."""
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
+pytestmark = pytest.mark.usefixtures("fixed_umask")
 
 
 @pytest.fixture
