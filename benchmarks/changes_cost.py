@@ -21,7 +21,8 @@ from typing import Any
 
 from bases import relpaths
 
-from pytest_overlay import OverlayStack, _namespace
+from pytest_overlay import OverlayStack
+from pytest_overlay._linux import namespace as _namespace
 
 
 def _median_time(func: Callable[[], object], repeat: int) -> tuple[float, object]:

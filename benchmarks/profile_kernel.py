@@ -39,10 +39,13 @@ from report import fmt_time, markdown_table
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(repo_root()))
 
-from pytest_overlay import OverlayStack, _mount, _namespace, _syscalls  # noqa: E402
+from pytest_overlay import OverlayStack  # noqa: E402
 from pytest_overlay import snapshot as _snapshot  # noqa: E402
 from pytest_overlay import stack as _stack  # noqa: E402
-from pytest_overlay._workspace import create_workspace, remove_workspace  # noqa: E402
+from pytest_overlay._linux import mount as _mount  # noqa: E402
+from pytest_overlay._linux import namespace as _namespace  # noqa: E402
+from pytest_overlay._linux import syscalls as _syscalls  # noqa: E402
+from pytest_overlay._linux.workspace import create_workspace, remove_workspace  # noqa: E402
 
 Samples = dict[str, list[float]]
 

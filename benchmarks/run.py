@@ -98,7 +98,10 @@ def machine_info(scratch: Path) -> dict[str, Any]:
 def backend_names() -> list[str]:
     """The values --overlay-backend accepts, asked of the checkout being measured."""
     code = (
-        "from pytest_overlay import _backends as b\n"
+        "try:\n"
+        "    from pytest_overlay._backends import ladder as b\n"
+        "except ImportError:  # a checkout from before the packages\n"
+        "    from pytest_overlay import _backends as b\n"
         "names = b.backend_names() if hasattr(b, 'backend_names') else b.BACKEND_NAMES\n"
         "print(' '.join(n for n in names if n != 'auto'))\n"
     )

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from pytest_overlay._errors import BackendUnavailable, OverlayError
 
 if TYPE_CHECKING:
-    from pytest_overlay._overlay_fixture import overlay_fixture
-    from pytest_overlay._snapshotter import Snapshotter
+    from pytest_overlay._plugin.overlay_fixture import overlay_fixture
+    from pytest_overlay._plugin.snapshotter import Snapshotter
     from pytest_overlay.changes import Change, ChangeKind
     from pytest_overlay.snapshot import Snapshot
     from pytest_overlay.stack import OverlayStack
@@ -34,8 +34,8 @@ _HOMES = {
     "ChangeKind": "pytest_overlay.changes",
     "OverlayStack": "pytest_overlay.stack",
     "Snapshot": "pytest_overlay.snapshot",
-    "Snapshotter": "pytest_overlay._snapshotter",
-    "overlay_fixture": "pytest_overlay._overlay_fixture",
+    "Snapshotter": "pytest_overlay._plugin.snapshotter",
+    "overlay_fixture": "pytest_overlay._plugin.overlay_fixture",
 }
 
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_overlay import _format
+from pytest_overlay._layers import format as _format
 
 __all__ = ["Change", "ChangeKind", "diff_upper", "sort_changes"]
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_overlay._backends import Backend
+    from pytest_overlay._backends.ladder import Backend
 
 
 @pytest.hookspec

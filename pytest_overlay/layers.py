@@ -6,7 +6,8 @@ The representation (:class:`Layer`, :class:`File`, :class:`Dir`, :class:`Symlink
 :mod:`pytest_overlay.oci`.
 """
 
-from pytest_overlay._layer import (
+from pytest_overlay._layers.io import default_xattr_namespace, read_layer, write_layer
+from pytest_overlay._layers.layer import (
     WHITEOUT,
     Dir,
     Entry,
@@ -18,8 +19,7 @@ from pytest_overlay._layer import (
     apply_layer,
     squash,
 )
-from pytest_overlay._layer_io import default_xattr_namespace, read_layer, write_layer
-from pytest_overlay._union import diff_layer
+from pytest_overlay._layers.union import diff_layer
 
 __all__ = [
     "WHITEOUT",

@@ -23,7 +23,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from pytest_overlay._layer import (
+from pytest_overlay._layers.io import read_layer
+from pytest_overlay._layers.layer import (
     WHITEOUT,
     Dir,
     Entry,
@@ -34,8 +35,7 @@ from pytest_overlay._layer import (
     check_path,
     parent_of,
 )
-from pytest_overlay._layer_io import read_layer
-from pytest_overlay._union import Stack, UnionView, diff_layer, join
+from pytest_overlay._layers.union import Stack, UnionView, diff_layer, join
 from pytest_overlay.changes import Change
 
 __all__ = ["UnionModel", "UnmodelledError"]

@@ -22,8 +22,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Literal
 
-from pytest_overlay import _format
-from pytest_overlay._layer import (
+from pytest_overlay._layers import format as _format
+from pytest_overlay._layers.io import write_layer
+from pytest_overlay._layers.layer import (
     WHITEOUT,
     Dir,
     Entry,
@@ -33,7 +34,6 @@ from pytest_overlay._layer import (
     Symlink,
     Whiteout,
 )
-from pytest_overlay._layer_io import write_layer
 
 __all__ = ["extract_tar", "read_tar", "write_tar"]
 

@@ -12,24 +12,22 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_overlay import (
-    _backends,
-    _config,
-    _info,
-    _namespace,
-    _retention,
-    _session,
-    _snapshot_fixtures,
-    _sweep,
-    _tmpfs,
-)
-from pytest_overlay._backends import Backend
+from pytest_overlay._backends import ladder as _backends
+from pytest_overlay._backends.ladder import Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
-from pytest_overlay._snapshot_fixtures import overlay_snapshot  # noqa: F401 - a fixture
+from pytest_overlay._linux import namespace as _namespace
+from pytest_overlay._linux import sweep as _sweep
+from pytest_overlay._linux import tmpfs as _tmpfs
+from pytest_overlay._plugin import config as _config
+from pytest_overlay._plugin import info as _info
+from pytest_overlay._plugin import retention as _retention
+from pytest_overlay._plugin import session as _session
+from pytest_overlay._plugin import snapshot_fixtures as _snapshot_fixtures
+from pytest_overlay._plugin.snapshot_fixtures import overlay_snapshot  # noqa: F401 - a fixture
 
 if TYPE_CHECKING:
     # Loaded by the fixtures on first use: a session that mounts nothing never needs them.
-    from pytest_overlay._factory import OverlayStackFactory
+    from pytest_overlay._plugin.factory import OverlayStackFactory
     from pytest_overlay.stack import OverlayStack
 
 _FIXTURES = ("overlay_stack", "overlay_stack_factory")
@@ -190,7 +188,7 @@ def overlay_stack_factory(
             "use --overlay-workspace=auto or disk",
             pytrace=False,
         )
-    from pytest_overlay._factory import OverlayStackFactory
+    from pytest_overlay._plugin.factory import OverlayStackFactory
 
     factory = OverlayStackFactory(root, backend, _ispytest=True)
     try:

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, final
 
-from pytest_overlay import _statediff
 from pytest_overlay._errors import OverlayError
-from pytest_overlay._workspace import Workspace, remove_workspace
+from pytest_overlay._layers import statediff as _statediff
+from pytest_overlay._linux.workspace import Workspace, remove_workspace
 from pytest_overlay.changes import Change, diff_upper
 
 if TYPE_CHECKING:

@@ -9,11 +9,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import final
 
-from pytest_overlay import _backends, _busy, _statediff
-from pytest_overlay._backends import Backend
+from pytest_overlay._backends import ladder as _backends
+from pytest_overlay._backends.ladder import Backend
 from pytest_overlay._errors import OverlayError
-from pytest_overlay._mount import MAX_LOWER_LAYERS
-from pytest_overlay._workspace import Workspace, create_workspace, remove_workspace
+from pytest_overlay._layers import statediff as _statediff
+from pytest_overlay._linux import busy as _busy
+from pytest_overlay._linux.mount import MAX_LOWER_LAYERS
+from pytest_overlay._linux.workspace import Workspace, create_workspace, remove_workspace
 from pytest_overlay.changes import Change
 from pytest_overlay.snapshot import (
     FrozenLayer,
@@ -411,7 +413,7 @@ def _keep_layer(upper: Path, destination: Path) -> None:
             raise
         # The workspace is on a tmpfs that dies with pytest: copy the layer to disk,
         # whiteouts and opaque markers included.
-        from pytest_overlay._layer_io import read_layer, write_layer
+        from pytest_overlay._layers.io import read_layer, write_layer
 
         write_layer(read_layer(upper), destination)
         remove_workspace(upper)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_overlay import BackendUnavailable, OverlayError
-from pytest_overlay._backends import (
+from pytest_overlay._backends.ladder import (
     AUTO,
     DEVIATIONS,
     Backend,
@@ -16,7 +16,7 @@ from pytest_overlay._backends import (
     builtin_backends,
     select_backend,
 )
-from pytest_overlay._workspace import Workspace
+from pytest_overlay._linux.workspace import Workspace
 from pytest_overlay.changes import Change
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_overlay import OverlayError
-from pytest_overlay._busy import check_idle, holders
+from pytest_overlay._linux.busy import check_idle, holders
 
 
 def test_idle_directory_passes(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_overlay._backends import builtin_backends
+from pytest_overlay._backends.ladder import builtin_backends
 from tests.helpers import all_pids, make_tree, process_info, tree_digest, usable_backend
 
 pytest_plugins = ["pytester"]
@@ -216,7 +216,7 @@ def test_process_left_running_inside_merged(run: Run) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 def test_upper_runs_out_of_space(run: Run) -> None:
-    from pytest_overlay import _syscalls
+    from pytest_overlay._linux import syscalls as _syscalls
 
     small = run.pytester.path / "small"
     small.mkdir()

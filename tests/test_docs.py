@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pytest_overlay._backends import DEVIATIONS, builtin_backends
+from pytest_overlay._backends.ladder import DEVIATIONS, builtin_backends
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pytest_overlay import BackendUnavailable
-from pytest_overlay._factory import OverlayStackFactory
+from pytest_overlay._plugin.factory import OverlayStackFactory
 from tests.helpers import make_tree, overlay_mounts
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_overlay._fuse import FUSE
+from pytest_overlay._backends.fuse import FUSE
 from tests.helpers import all_pids, make_tree, overlay_mounts, process_info
 
 pytest_plugins = ["pytester"]
@@ -79,7 +79,7 @@ def test_daemon_dies_with_a_killed_pytest(pytester: pytest.Pytester, tmp_path: P
 
 def test_mount_failure_reports_the_daemon_message(tmp_path: Path) -> None:
     from pytest_overlay import OverlayError
-    from pytest_overlay._workspace import create_workspace
+    from pytest_overlay._linux.workspace import create_workspace
 
     space = create_workspace(tmp_path, tmp_path)
     expected = r"fuse-overlayfs did not mount .* over lowers \[0: .*missing\]: "

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_overlay import _golden
-from pytest_overlay._statediff import ChainState, DirState, diff_states, touched
+from pytest_overlay._layers.statediff import ChainState, DirState, diff_states, touched
+from pytest_overlay._plugin import golden as _golden
 from tests.helpers import make_tree
 
 pytestmark = pytest.mark.usefixtures("fixed_umask")

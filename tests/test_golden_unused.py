@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_overlay import _golden_unused
+from pytest_overlay._plugin import golden_unused as _golden_unused
 from tests.helpers import make_tree
 
 TWO_TESTS = """

@@ -9,7 +9,7 @@ from tests.helpers import make_tree
 pytest_plugins = ["pytester"]
 
 THIRD_PARTY = """
-from pytest_overlay._copy import CopyBackend
+from pytest_overlay._backends.copy import CopyBackend
 
 class Recording:
     name = "recording"

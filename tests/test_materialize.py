@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_overlay._materialize import diff_baseline, materialize, write_upper
+from pytest_overlay._backends.materialize import diff_baseline, materialize, write_upper
 from pytest_overlay.changes import Change, ChangeKind, diff_upper
 from tests.helpers import make_tree
 

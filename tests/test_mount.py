@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_overlay import BackendUnavailable, OverlayError, _backends, _mount, _namespace
-from pytest_overlay._workspace import create_workspace, remove_workspace
+from pytest_overlay import BackendUnavailable, OverlayError
+from pytest_overlay._backends import ladder as _backends
+from pytest_overlay._linux import mount as _mount
+from pytest_overlay._linux import namespace as _namespace
+from pytest_overlay._linux.workspace import create_workspace, remove_workspace
 from tests.helpers import make_tree, overlay_mounts
 
 

@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from pytest_overlay import _namespace, _syscalls
+from pytest_overlay._linux import namespace as _namespace
+from pytest_overlay._linux import syscalls as _syscalls
 
 
 def test_thread_count_sees_new_threads() -> None:

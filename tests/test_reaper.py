@@ -13,7 +13,7 @@ CHILD = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from pytest_overlay import _reaper
+    from pytest_overlay._linux import reaper as _reaper
 
     _reaper.watch(Path(sys.argv[1]))
     _reaper.watch(Path(sys.argv[2]))
@@ -47,5 +47,5 @@ def test_watcher_unmounts_what_a_dead_process_left(tmp_path: Path) -> None:
 
 
 def test_nothing_is_started_until_a_mount_is_watched() -> None:
-    code = "from pytest_overlay import _reaper; import sys; sys.exit(_reaper._watcher is not None)"
+    code = "from pytest_overlay._linux import reaper as _reaper; import sys; sys.exit(_reaper._watcher is not None)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

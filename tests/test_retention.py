@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_overlay import Change, ChangeKind
-from pytest_overlay._retention import REPORT_LIMIT, Keeper, report_section
+from pytest_overlay._plugin.retention import REPORT_LIMIT, Keeper, report_section
 from tests.helpers import make_tree
 
 pytest_plugins = ["pytester"]

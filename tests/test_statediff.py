@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_overlay import _statediff
-from pytest_overlay._statediff import ChainState, DirState, Touched, diff_states, touched
+from pytest_overlay._layers import statediff as _statediff
+from pytest_overlay._layers.statediff import ChainState, DirState, Touched, diff_states, touched
 from pytest_overlay.changes import Change, ChangeKind
 from pytest_overlay.snapshot import common_suffix
 from tests.helpers import make_tree

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_overlay import _namespace
-from pytest_overlay._sweep import _mount_points, stale_workspaces, sweep
-from pytest_overlay._workspace import create_workspace
+from pytest_overlay._linux import namespace as _namespace
+from pytest_overlay._linux.sweep import _mount_points, stale_workspaces, sweep
+from pytest_overlay._linux.workspace import create_workspace
 from tests.helpers import auto_backend, make_tree
 
 

@@ -12,7 +12,7 @@ TMPFS_MAGIC = 0x01021994
 
 PROBE = """
 import pytest
-from pytest_overlay import _syscalls
+from pytest_overlay._linux import syscalls as _syscalls
 
 @pytest.mark.overlay("base")
 def test_where(overlay_stack):

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from pytest_overlay._backends import builtin_backends
+from pytest_overlay._backends.ladder import builtin_backends
 from tests.helpers import auto_backend, make_tree, tree_digest, usable_backend
 
 pytest_plugins = ["pytester"]

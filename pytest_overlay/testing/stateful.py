@@ -34,7 +34,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from pytest_overlay._layer import Layer, path_key
+from pytest_overlay._layers.layer import Layer, path_key
 from pytest_overlay.model import UnionModel, UnmodelledError
 from pytest_overlay.testing.ops import Operation
 from pytest_overlay.testing.strategies import UMASKS, layer_stacks, name_pools, operations

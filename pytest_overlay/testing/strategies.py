@@ -17,8 +17,17 @@ from typing import TypeAlias
 
 from hypothesis import strategies as st
 
-from pytest_overlay._layer import WHITEOUT, Dir, Entry, File, Layer, Symlink, Whiteout, parent_of
-from pytest_overlay._union import UnionView, join
+from pytest_overlay._layers.layer import (
+    WHITEOUT,
+    Dir,
+    Entry,
+    File,
+    Layer,
+    Symlink,
+    Whiteout,
+    parent_of,
+)
+from pytest_overlay._layers.union import UnionView, join
 from pytest_overlay.model import UnionModel, UnmodelledError
 from pytest_overlay.testing.ops import (
     AppendBytes,

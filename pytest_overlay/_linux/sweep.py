@@ -15,7 +15,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from pytest_overlay import _mount, _namespace
+from pytest_overlay._linux import mount as _mount
+from pytest_overlay._linux import namespace as _namespace
 
 #: The directory under the basetemp that holds the factory's workspaces.
 FACTORY_DIR = "overlay"

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_overlay import _config, _mount, _namespace, _syscalls
+from pytest_overlay._linux import mount as _mount
+from pytest_overlay._linux import namespace as _namespace
+from pytest_overlay._linux import syscalls as _syscalls
+from pytest_overlay._plugin import config as _config
 
 SETTINGS = ("auto", "tmpfs", "disk")
 #: Backends whose upper layer may live on tmpfs. The copy backend keeps a whole copy of

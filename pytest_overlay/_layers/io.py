@@ -13,8 +13,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pytest_overlay import _format
-from pytest_overlay._layer import WHITEOUT, Dir, Entry, File, Layer, LayerError, Symlink, Whiteout
+from pytest_overlay._layers import format as _format
+from pytest_overlay._layers.layer import (
+    WHITEOUT,
+    Dir,
+    Entry,
+    File,
+    Layer,
+    LayerError,
+    Symlink,
+    Whiteout,
+)
 
 __all__ = ["default_xattr_namespace", "read_layer", "write_layer"]
 

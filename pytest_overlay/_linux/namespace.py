@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_overlay import _mount, _syscalls
-from pytest_overlay._workspace import remove_workspace
+from pytest_overlay._linux import mount as _mount
+from pytest_overlay._linux import syscalls as _syscalls
+from pytest_overlay._linux.workspace import remove_workspace
 
 
 class Mode(enum.Enum):

@@ -14,7 +14,7 @@ did. Only what the session can vouch for counts:
 - nothing is reported when the session stopped early (``-x``, ``--maxfail``, Ctrl-C).
 
 The facts come from test reports, so this works under pytest-xdist too: each report
-carries the golden files its test checked (see :mod:`pytest_overlay._snapshot_fixtures`).
+carries the golden files its test checked (see :mod:`pytest_overlay._plugin.snapshot_fixtures`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_overlay import _golden
+from pytest_overlay._plugin import golden as _golden
 
 
 def _module_of(nodeid: str, rootpath: Path) -> Path:

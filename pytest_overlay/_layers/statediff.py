@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_overlay import _format
+from pytest_overlay._layers import format as _format
 from pytest_overlay.changes import Change, ChangeKind, merged_listing, sort_changes
 
 __all__ = [

@@ -11,10 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import final
 
-from pytest_overlay import _mount, _namespace, _reaper, _syscalls
+from pytest_overlay._backends.probe import trial_mount
 from pytest_overlay._errors import BackendUnavailable, OverlayError
-from pytest_overlay._probe import trial_mount
-from pytest_overlay._workspace import Workspace
+from pytest_overlay._linux import mount as _mount
+from pytest_overlay._linux import namespace as _namespace
+from pytest_overlay._linux import reaper as _reaper
+from pytest_overlay._linux import syscalls as _syscalls
+from pytest_overlay._linux.workspace import Workspace
 from pytest_overlay.changes import Change, diff_upper
 
 _MOUNT_TIMEOUT = 10.0

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import final
 
-from pytest_overlay._backends import Backend
+from pytest_overlay._backends.ladder import Backend
 from pytest_overlay._errors import OverlayError
-from pytest_overlay._workspace import safe_name
+from pytest_overlay._linux.workspace import safe_name
 from pytest_overlay.stack import BaseLike, OverlayStack
 
 

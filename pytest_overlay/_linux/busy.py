@@ -14,8 +14,9 @@ import os
 from pathlib import Path
 from typing import Final
 
-from pytest_overlay import _namespace, _syscalls
 from pytest_overlay._errors import OverlayError
+from pytest_overlay._linux import namespace as _namespace
+from pytest_overlay._linux import syscalls as _syscalls
 
 #: umount2(2): fail with EBUSY if the mount is in use, else mark it expired (EAGAIN).
 #: Nothing is unmounted by the first such call, so it serves as an exact busy test.

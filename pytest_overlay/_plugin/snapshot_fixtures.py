@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Final, final
 
 import pytest
 
-from pytest_overlay import _golden, _golden_unused
+from pytest_overlay._plugin import golden as _golden
+from pytest_overlay._plugin import golden_unused as _golden_unused
 
 if TYPE_CHECKING:
-    from pytest_overlay._snapshotter import Snapshotter
+    from pytest_overlay._plugin.snapshotter import Snapshotter
     from pytest_overlay.stack import OverlayStack
 
 __all__ = ["overlay_snapshot"]
@@ -62,7 +63,7 @@ def _snapshot_owner(config: pytest.Config) -> str | None:
     """The plugin (other than ours, not a conftest) that defines a ``snapshot`` fixture."""
     from _pytest.fixtures import getfixturemarker  # the one way to tell a fixture
 
-    from pytest_overlay import _snapshot_alias
+    from pytest_overlay._plugin import snapshot_alias as _snapshot_alias
 
     for name, plugin in config.pluginmanager.list_name_plugin():
         if plugin is None or plugin is _snapshot_alias:
@@ -153,7 +154,7 @@ class _Hooks:
 
 def configure(config: pytest.Config) -> None:
     """Register the ``snapshot`` alias unless another plugin owns the name, and our hooks."""
-    from pytest_overlay import _snapshot_alias
+    from pytest_overlay._plugin import snapshot_alias as _snapshot_alias
 
     state = SessionState(
         update_golden=bool(config.getoption("overlay_update_golden", False)),
@@ -177,7 +178,7 @@ def overlay_snapshot(overlay_stack: OverlayStack, request: pytest.FixtureRequest
     with a golden file next to the test (``--overlay-update-golden`` rewrites it). Also
     available as ``snapshot`` unless syrupy or pytest-snapshot owns that name.
     """
-    from pytest_overlay._snapshotter import Snapshotter
+    from pytest_overlay._plugin.snapshotter import Snapshotter
 
     return Snapshotter(
         overlay_stack,

@@ -13,8 +13,8 @@ from typing import final
 
 import pytest
 
-from pytest_overlay import _config
-from pytest_overlay._workspace import remove_workspace, safe_name
+from pytest_overlay._linux.workspace import remove_workspace, safe_name
+from pytest_overlay._plugin import config as _config
 from pytest_overlay.changes import Change
 
 POLICIES = ("failed", "all", "none")

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from pytest_overlay import _syscalls
 from pytest_overlay._errors import OverlayError
+from pytest_overlay._linux import syscalls as _syscalls
 
 #: OVL_MAX_STACK in fs/overlayfs/params.h.
 MAX_LOWER_LAYERS: Final = 500

@@ -7,7 +7,8 @@ import platform
 
 import pytest
 
-from pytest_overlay import _namespace, _session
+from pytest_overlay._linux import namespace as _namespace
+from pytest_overlay._plugin import session as _session
 
 
 def header_line(config: pytest.Config) -> str:

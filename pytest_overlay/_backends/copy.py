@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import final
 
+from pytest_overlay._backends.materialize import Baseline, diff_baseline, materialize, write_upper
 from pytest_overlay._errors import OverlayError
-from pytest_overlay._materialize import Baseline, diff_baseline, materialize, write_upper
-from pytest_overlay._workspace import Workspace, clear_directory
+from pytest_overlay._linux.workspace import Workspace, clear_directory
 from pytest_overlay.changes import Change
 
 

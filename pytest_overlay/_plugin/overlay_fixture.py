@@ -13,7 +13,7 @@ from typing import Any, Literal
 import pytest
 
 from pytest_overlay._errors import BackendUnavailable, OverlayError
-from pytest_overlay._factory import OverlayStackFactory
+from pytest_overlay._plugin.factory import OverlayStackFactory
 from pytest_overlay.snapshot import Snapshot
 from pytest_overlay.stack import BaseLike, OverlayStack
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from pytest_overlay._errors import BackendUnavailable, OverlayError
-from pytest_overlay._workspace import Workspace
+from pytest_overlay._linux.workspace import Workspace
 from pytest_overlay.changes import Change
 
 #: The value of ``--overlay-backend`` that walks the ladder.
@@ -89,9 +89,9 @@ class Backend(Protocol):
 
 def builtin_backends() -> list[Backend]:
     """The built-in ladder, best first. Imports lazily: most sessions need one rung."""
-    from pytest_overlay._copy import COPY
-    from pytest_overlay._fuse import FUSE
-    from pytest_overlay._kernel import ROOT_KERNEL, USERNS_KERNEL
+    from pytest_overlay._backends.copy import COPY
+    from pytest_overlay._backends.fuse import FUSE
+    from pytest_overlay._backends.kernel import ROOT_KERNEL, USERNS_KERNEL
 
     return [ROOT_KERNEL, USERNS_KERNEL, FUSE, COPY]
 

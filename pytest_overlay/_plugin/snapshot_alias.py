@@ -1,7 +1,7 @@
 """The short ``snapshot`` fixture name, registered only when no other plugin owns it.
 
 A plugin of its own, so that pytest-overlay can leave the name to syrupy or
-pytest-snapshot (see :func:`pytest_overlay._snapshot_fixtures.configure`).
+pytest-snapshot (see :func:`pytest_overlay._plugin.snapshot_fixtures.configure`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_overlay._snapshotter import Snapshotter
+    from pytest_overlay._plugin.snapshotter import Snapshotter
 
 
 @pytest.fixture

@@ -5,10 +5,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from pytest_overlay import _syscalls, _tmpfs
-from pytest_overlay._backends import Backend
+from pytest_overlay._backends.ladder import Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
-from pytest_overlay._workspace import create_workspace, remove_workspace
+from pytest_overlay._linux import syscalls as _syscalls
+from pytest_overlay._linux import tmpfs as _tmpfs
+from pytest_overlay._linux.workspace import create_workspace, remove_workspace
 
 
 def trial_mount(backend: Backend) -> str:

@@ -24,8 +24,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_overlay import _format
 from pytest_overlay._errors import OverlayError
+from pytest_overlay._layers import format as _format
 from pytest_overlay.changes import Change, ChangeKind, sort_changes
 
 _FICLONE = 0x40049409  # linux/fs.h: share the source's extents (btrfs, XFS, bcachefs)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     # Annotations only: the plugin reads UPDATE_FLAG at start-up, the rest runs in tests.
-    from pytest_overlay._statediff import Delta, Entry
+    from pytest_overlay._layers.statediff import Delta, Entry
 
 #: The directory, next to the test file, that holds the golden files of its tests.
 GOLDEN_DIR: Final = "__overlay_golden__"

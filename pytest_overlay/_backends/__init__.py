@@ -1,0 +1,1 @@
+"""The mechanisms that mount a union (kernel, userns, fuse, copy), and the ladder."""

@@ -1,0 +1,1 @@
+"""Layers as data, their on-disk formats, union lookups and state differences."""

@@ -1,0 +1,3 @@
+"""What wires pytest to the package: configuration, session, fixtures, reports.
+
+``pytest_overlay.plugin`` is the entry point and only delegates here."""
