@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 from pytest_overlay._errors import BackendUnavailable, OverlayError
 
 if TYPE_CHECKING:
+    from pytest_overlay._layers.changes import Change, ChangeKind
     from pytest_overlay._plugin.overlay_fixture import overlay_fixture
     from pytest_overlay._plugin.snapshotter import Snapshotter
-    from pytest_overlay.changes import Change, ChangeKind
     from pytest_overlay.snapshot import Snapshot
     from pytest_overlay.stack import OverlayStack
 

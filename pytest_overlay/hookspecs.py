@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_overlay._backends.ladder import Backend
+    from pytest_overlay._backends.protocol import Backend
 
 
 @pytest.hookspec

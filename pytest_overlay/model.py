@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from pytest_overlay._layers.changes import Change
 from pytest_overlay._layers.io import read_layer
 from pytest_overlay._layers.layer import (
     WHITEOUT,
@@ -36,7 +37,6 @@ from pytest_overlay._layers.layer import (
     parent_of,
 )
 from pytest_overlay._layers.union import Stack, UnionView, diff_layer, join
-from pytest_overlay.changes import Change
 
 __all__ = ["UnionModel", "UnmodelledError"]
 

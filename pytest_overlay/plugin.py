@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_overlay._backends import ladder as _backends
-from pytest_overlay._backends.ladder import Backend
+from pytest_overlay._backends.protocol import AUTO, Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
 from pytest_overlay._linux import namespace as _namespace
 from pytest_overlay._linux import sweep as _sweep
@@ -114,7 +114,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _config.MARKER_HELP)
     _session.validate(config)
     _retention.settings(config)
-    _tmpfs.setting(config)
+    _config.workspace_setting(config)
     _snapshot_fixtures.configure(config)
     if not _linux():
         return
@@ -133,7 +133,7 @@ def pytest_configure(config: pytest.Config) -> None:
         # this process still has a single thread, and hand the namespace down.
         _session.activate(config)
         _namespace.prepare_children()
-    elif _session.selection(config).requested != _backends.AUTO:
+    elif _session.selection(config).requested != AUTO:
         # A named backend that cannot work here is an error that says why, at start-up.
         chosen = _session.resolve(config)
         if chosen.backend is None:
@@ -180,7 +180,7 @@ def overlay_stack_factory(
     root = tmp_path_factory.mktemp("overlay", numbered=False)
     policy, count = _retention.settings(pytestconfig)
     pytestconfig.stash[_KEEPER] = _retention.Keeper(policy, count, root.parent / "overlay-kept")
-    where = _tmpfs.setting(pytestconfig)
+    where = _config.workspace_setting(pytestconfig)
     why_not = _tmpfs.mount_tmpfs(root, backend.name) if where != "disk" else "disk chosen"
     if where == "tmpfs" and why_not:
         pytest.fail(

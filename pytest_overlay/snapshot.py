@@ -12,74 +12,29 @@ snapshot may outlive the stack that took it, and a stack over a snapshot keeps i
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
-import stat
 import weakref
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, final
+from typing import Final, Protocol, final
 
+from pytest_overlay._chain import FrozenLayer, Layer, chain_paths, common_suffix
 from pytest_overlay._errors import OverlayError
 from pytest_overlay._layers import statediff as _statediff
-from pytest_overlay._linux.workspace import Workspace, remove_workspace
-from pytest_overlay.changes import Change, diff_upper
-
-if TYPE_CHECKING:
-    from pytest_overlay.stack import OverlayStack
+from pytest_overlay._layers.changes import Change, diff_upper
 
 __all__ = ["Snapshot"]
 
-# Overlayfs's own xattrs (origin, impure, uuid, opaque...) describe a layer, not the tree.
-_OVERLAY_XATTR: Final = ("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.")
 
+class _Owner(Protocol):
+    """What a snapshot needs of the stack that took it.
 
-@final
-class WorkspaceKeeper:
-    """Owns a stack's workspace directory and deletes it when the last reference goes.
-
-    The stack holds it while mounted; every frozen layer in the workspace holds it too.
+    :class:`~pytest_overlay.OverlayStack` fits; naming it here would make this module and
+    ``stack`` import each other.
     """
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._finalizer = weakref.finalize(self, _remove_root, root)
+    @property
+    def mounted(self) -> bool: ...
 
-    def remove_now(self) -> None:
-        self._finalizer()
-
-
-def _remove_root(root: Path) -> None:
-    # At interpreter exit a stack may still be mounted here: deleting through the
-    # mount would only fill its upper layer with whiteouts.
-    if not os.path.ismount(root / "merged"):
-        remove_workspace(root)
-
-
-@final
-class FrozenLayer:
-    """A former upper layer, now read-only, deleted when its last reference goes."""
-
-    def __init__(self, path: Path, keeper: WorkspaceKeeper) -> None:
-        self.path = path
-        self._keeper = keeper
-        weakref.finalize(self, remove_workspace, path)
-
-    def __repr__(self) -> str:
-        return f"<FrozenLayer {self.path}>"
-
-
-#: One layer of a chain: a directory the user gave, or a frozen layer we made.
-Layer = Path | FrozenLayer
-
-
-def layer_path(layer: Layer) -> Path:
-    return layer.path if isinstance(layer, FrozenLayer) else layer
-
-
-def chain_paths(chain: Sequence[Layer]) -> tuple[Path, ...]:
-    return tuple(layer_path(layer) for layer in chain)
+    def _deltas_since(self, since: Snapshot | None = None) -> list[_statediff.Delta]: ...
 
 
 _TOKEN: Final = object()
@@ -103,7 +58,7 @@ class Snapshot:
         chain: tuple[Layer, ...],
         own: FrozenLayer | None,
         name: str,
-        stack: OverlayStack,
+        stack: _Owner,
     ) -> None:
         if token is not _TOKEN:
             raise TypeError(
@@ -175,7 +130,7 @@ class Snapshot:
             _statediff.ChainState(mine), _statediff.ChainState(theirs), tree
         )
 
-    def _owner(self) -> OverlayStack:
+    def _owner(self) -> _Owner:
         stack = self._stack()
         if stack is None or not stack.mounted:
             raise OverlayError(
@@ -187,7 +142,7 @@ class Snapshot:
 
 
 def make_snapshot(
-    chain: tuple[Layer, ...], own: FrozenLayer | None, name: str, stack: OverlayStack
+    chain: tuple[Layer, ...], own: FrozenLayer | None, name: str, stack: _Owner
 ) -> Snapshot:
     """A new :class:`Snapshot` of *stack* standing for *chain* (for OverlayStack only)."""
     return Snapshot(_TOKEN, chain, own, name, stack)
@@ -196,79 +151,3 @@ def make_snapshot(
 def chain_of(snapshot: Snapshot) -> tuple[Layer, ...]:
     """The layers *snapshot* stands for, keeping its frozen layers alive while held."""
     return snapshot._chain
-
-
-def common_suffix(a: Sequence[Path], b: Sequence[Path]) -> int:
-    """How many bottom layers the chains *a* and *b* (top-most first) share."""
-    n = 0
-    while n < min(len(a), len(b)) and a[len(a) - 1 - n] == b[len(b) - 1 - n]:
-        n += 1
-    return n
-
-
-# --- the on-disk side of freezing an upper layer ------------------------------------------
-
-
-def _visible_xattrs(path: Path) -> dict[str, bytes]:
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return {}
-    found: dict[str, bytes] = {}
-    for name in names:
-        if name.startswith(_OVERLAY_XATTR):
-            continue
-        with contextlib.suppress(OSError):
-            found[name] = os.getxattr(path, name, follow_symlinks=False)
-    return found
-
-
-def root_attributes(path: Path) -> tuple[object, ...]:
-    """What the merged root shows of an upper root: mode, owner, mtime and user xattrs."""
-    st = os.lstat(path)
-    xattrs = tuple(sorted(_visible_xattrs(path).items()))
-    return (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, xattrs)
-
-
-def is_empty_upper(upper: Path, attributes: tuple[object, ...]) -> bool:
-    """Whether *upper* holds nothing and its root still has *attributes*."""
-    with os.scandir(upper) as entries:
-        if any(True for _ in entries):
-            return False
-    return root_attributes(upper) == attributes
-
-
-def fresh_upper(space: Workspace, template: Path) -> tuple[object, ...]:
-    """Make a new, empty upper and work in *space*, the upper root looking like *template*.
-
-    Overlayfs shows the upper root's attributes as the merged root's, so the new upper
-    root copies them from the top-most layer below it. Returns its root attributes.
-    """
-    remove_workspace(space.work)
-    space.work.mkdir()
-    space.upper.mkdir()
-    st = os.lstat(template)
-    if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
-        with contextlib.suppress(PermissionError):
-            os.chown(space.upper, st.st_uid, st.st_gid)
-    for name, value in _visible_xattrs(template).items():
-        with contextlib.suppress(OSError):
-            os.setxattr(space.upper, name, value, follow_symlinks=False)
-    os.chmod(space.upper, stat.S_IMODE(st.st_mode))
-    os.utime(space.upper, ns=(st.st_atime_ns, st.st_mtime_ns))
-    return root_attributes(space.upper)
-
-
-def freeze_upper(space: Workspace, keeper: WorkspaceKeeper, number: int) -> FrozenLayer:
-    """Turn the (unmounted) upper layer of *space* into frozen layer *number*.
-
-    A rename within the workspace: nothing is copied.
-    """
-    target = space.root / f"layer-{number}"
-    try:
-        os.rename(space.upper, target)
-    except OSError as exc:  # pragma: no cover - the workspace is ours
-        if exc.errno != errno.EEXIST:
-            raise
-        raise OverlayError(f"cannot freeze {space.upper}: {target} already exists") from None
-    return FrozenLayer(target, keeper)

@@ -10,28 +10,26 @@ from types import TracebackType
 from typing import final
 
 from pytest_overlay._backends import ladder as _backends
-from pytest_overlay._backends.ladder import Backend
-from pytest_overlay._errors import OverlayError
-from pytest_overlay._layers import statediff as _statediff
-from pytest_overlay._linux import busy as _busy
-from pytest_overlay._linux.mount import MAX_LOWER_LAYERS
-from pytest_overlay._linux.workspace import Workspace, create_workspace, remove_workspace
-from pytest_overlay.changes import Change
-from pytest_overlay.snapshot import (
+from pytest_overlay._backends.protocol import Backend
+from pytest_overlay._chain import (
     FrozenLayer,
     Layer,
-    Snapshot,
     WorkspaceKeeper,
-    chain_of,
     chain_paths,
     common_suffix,
     freeze_upper,
     fresh_upper,
     is_empty_upper,
     layer_path,
-    make_snapshot,
     root_attributes,
 )
+from pytest_overlay._errors import OverlayError
+from pytest_overlay._layers import statediff as _statediff
+from pytest_overlay._layers.changes import Change
+from pytest_overlay._linux import busy as _busy
+from pytest_overlay._linux.mount import MAX_LOWER_LAYERS
+from pytest_overlay._linux.workspace import Workspace, create_workspace, remove_workspace
+from pytest_overlay.snapshot import Snapshot, chain_of, make_snapshot
 
 __all__ = ["OverlayStack"]
 

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from pytest_overlay._backends.ladder import Backend, builtin_backends
+from pytest_overlay._backends.ladder import builtin_backends
+from pytest_overlay._backends.protocol import Backend
 from tests.helpers import usable_backend
 
 # "default" keeps local runs quick; .ci/run selects "ci"; "nightly" is for long searches.

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_overlay._backends.ladder import Backend, builtin_backends
+from pytest_overlay._backends.ladder import builtin_backends
+from pytest_overlay._backends.protocol import Backend
 from pytest_overlay._linux import namespace as _namespace
 
 #: A tree spec: name -> bytes/str (file), dict (directory), or ("symlink", target).

@@ -8,14 +8,8 @@ from pathlib import Path
 import pytest
 
 from pytest_overlay import BackendUnavailable, OverlayError
-from pytest_overlay._backends.ladder import (
-    AUTO,
-    DEVIATIONS,
-    Backend,
-    backend_names,
-    builtin_backends,
-    select_backend,
-)
+from pytest_overlay._backends.ladder import backend_names, builtin_backends, select_backend
+from pytest_overlay._backends.protocol import AUTO, DEVIATIONS, Backend
 from pytest_overlay._linux.workspace import Workspace
 from pytest_overlay.changes import Change
 

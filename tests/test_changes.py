@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_overlay.changes import Change, ChangeKind, LowerView, diff_upper, sort_changes
+from pytest_overlay._layers.changes import LowerView
+from pytest_overlay.changes import Change, ChangeKind, diff_upper, sort_changes
 from tests.helpers import make_tree
 
 A, M, D = ChangeKind.ADD, ChangeKind.MODIFY, ChangeKind.DELETE

@@ -2,7 +2,7 @@
 
 Each backend is probed; one that cannot work on this machine is skipped with its reason.
 A difference from kernel overlayfs is expected only where the backend lists the key in
-``deviations`` (see ``pytest_overlay._backends.ladder.DEVIATIONS``).
+``deviations`` (see ``pytest_overlay._backends.protocol.DEVIATIONS``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from pytest_overlay import Change, ChangeKind, OverlayStack
-from pytest_overlay._backends.ladder import DEVIATIONS, Backend, builtin_backends
+from pytest_overlay._backends.ladder import builtin_backends
 from pytest_overlay._backends.materialize import _opaque_xattr
+from pytest_overlay._backends.protocol import DEVIATIONS, Backend
 from pytest_overlay.changes import diff_upper
 from tests.helpers import make_tree, overlay_mounts, tree_digest
 

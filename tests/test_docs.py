@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pytest_overlay._backends.ladder import DEVIATIONS, builtin_backends
+from pytest_overlay._backends.ladder import builtin_backends
+from pytest_overlay._backends.protocol import DEVIATIONS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

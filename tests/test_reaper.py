@@ -47,5 +47,8 @@ def test_watcher_unmounts_what_a_dead_process_left(tmp_path: Path) -> None:
 
 
 def test_nothing_is_started_until_a_mount_is_watched() -> None:
-    code = "from pytest_overlay._linux import reaper as _reaper; import sys; sys.exit(_reaper._watcher is not None)"
+    code = (
+        "from pytest_overlay._linux import reaper; import sys; "
+        "sys.exit(reaper._watcher is not None)"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

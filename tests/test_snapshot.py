@@ -25,7 +25,8 @@ from pytest_overlay import (
     Snapshot,
 )
 from pytest_overlay import stack as stack_module
-from pytest_overlay._backends.ladder import Backend, builtin_backends
+from pytest_overlay._backends.ladder import builtin_backends
+from pytest_overlay._backends.protocol import Backend
 from tests.helpers import make_tree, overlay_mounts, tree_digest
 
 A, M, D = ChangeKind.ADD, ChangeKind.MODIFY, ChangeKind.DELETE

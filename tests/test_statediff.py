@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pytest_overlay._chain import common_suffix
 from pytest_overlay._layers import statediff as _statediff
 from pytest_overlay._layers.statediff import ChainState, DirState, Touched, diff_states, touched
 from pytest_overlay.changes import Change, ChangeKind
-from pytest_overlay.snapshot import common_suffix
 from tests.helpers import make_tree
 
 ROOT = os.geteuid() == 0

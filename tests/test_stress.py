@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pytest_overlay import ChangeKind, OverlayStack
-from pytest_overlay._backends.ladder import Backend
+from pytest_overlay._backends.protocol import Backend
 from tests.helpers import make_tree, overlay_mounts, tree_digest, usable_backend
 
 pytestmark = pytest.mark.stress

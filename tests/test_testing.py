@@ -67,7 +67,7 @@ class XattrWhiteoutKernelMachine(KernelMachine):
 class FuseMachine(KernelMachine):
     """The reference model next to fuse-overlayfs. Its upper layer has its own format
     (new directories marked opaque, marker files), so only the merged view, errors,
-    changes and the lowers are compared; see DEVIATIONS in pytest_overlay._backends.ladder."""
+    changes and the lowers are compared; see DEVIATIONS in pytest_overlay._backends.protocol."""
 
     compare_upper = False
 

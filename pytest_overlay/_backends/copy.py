@@ -14,8 +14,8 @@ from typing import final
 
 from pytest_overlay._backends.materialize import Baseline, diff_baseline, materialize, write_upper
 from pytest_overlay._errors import OverlayError
+from pytest_overlay._layers.changes import Change
 from pytest_overlay._linux.workspace import Workspace, clear_directory
-from pytest_overlay.changes import Change
 
 
 @final

@@ -13,12 +13,12 @@ from typing import final
 
 from pytest_overlay._backends.probe import trial_mount
 from pytest_overlay._errors import BackendUnavailable, OverlayError
+from pytest_overlay._layers.changes import Change, diff_upper
 from pytest_overlay._linux import mount as _mount
 from pytest_overlay._linux import namespace as _namespace
 from pytest_overlay._linux import reaper as _reaper
 from pytest_overlay._linux import syscalls as _syscalls
 from pytest_overlay._linux.workspace import Workspace
-from pytest_overlay.changes import Change, diff_upper
 
 _MOUNT_TIMEOUT = 10.0
 _INSTALL_HINT = (

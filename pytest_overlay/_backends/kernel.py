@@ -10,11 +10,11 @@ from typing import final
 
 from pytest_overlay._backends.probe import trial_mount
 from pytest_overlay._errors import BackendUnavailable, OverlayError
+from pytest_overlay._layers.changes import Change, diff_upper
 from pytest_overlay._linux import mount as _mount
 from pytest_overlay._linux import namespace as _namespace
 from pytest_overlay._linux import syscalls as _syscalls
 from pytest_overlay._linux.workspace import Workspace
-from pytest_overlay.changes import Change, diff_upper
 
 _DOCKER_HINT = "in Docker, run the container with --privileged or --cap-add SYS_ADMIN"
 

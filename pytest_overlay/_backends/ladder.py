@@ -9,82 +9,9 @@ chosen only after a real probe on this machine. Third parties add backends throu
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
-from typing import Protocol, runtime_checkable
 
+from pytest_overlay._backends.protocol import AUTO, Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
-from pytest_overlay._linux.workspace import Workspace
-from pytest_overlay.changes import Change
-
-#: The value of ``--overlay-backend`` that walks the ladder.
-AUTO = "auto"
-
-#: Every way a backend may knowingly differ from kernel overlayfs, in one place. A backend
-#: lists the keys that apply to it in ``deviations``; the conformance tests read this table
-#: to expect the difference, and docs/backends.rst shows it.
-DEVIATIONS: dict[str, str] = {
-    "dir-rename-allowed": "renaming a directory that comes from the base succeeds instead "
-    "of failing with EXDEV",
-    "open-without-write-unchanged": "opening a base file for writing without writing to "
-    "it is not a change, nor (on tmpfs) is truncating an empty one to length 0; overlayfs "
-    "copies it up and reports MODIFY",
-    "not-a-mount-point": "merged is an ordinary directory, not a mount point",
-    "no-dotdot-at-root": "reading the merged root directory lists no '..' entry (ls -a); "
-    "os.listdir and os.scandir never show it anyway",
-    "upper-filled-at-unmount": "upper stays empty while the stack is mounted and receives "
-    "the changes when it is unmounted or a snapshot is taken; use changes() meanwhile",
-    "wh-names-reserved": "names starting with '.wh.' are reserved: creating one fails "
-    "(EINVAL) or the entry does not show, as fuse-overlayfs takes such files for whiteouts",
-    "dir-over-looping-symlink": "a directory over a symlink that loops (ELOOP) in a base "
-    "layer, put there by a higher layer or by the test after deleting the symlink, fails "
-    "with ENOMEM (measured with fuse-overlayfs 1.10)",
-    "dir-rename-uncovers": "renaming a directory made where a base entry was deleted "
-    "brings the deleted entry back at the old name, or fails with EXDEV (measured with "
-    "fuse-overlayfs 1.10)",
-    "lower-hardlinks-shared": "names hard-linked to each other in a base layer stay one "
-    "file: a write through one name shows under the others, and the upper layer may "
-    "record it under another of the names (the base is untouched; overlayfs breaks the "
-    "link on copy-up)",
-    "changes-scan-whole-tree": "changes() walks the whole merged tree, so its cost grows "
-    "with the size of the base",
-    "setup-copies-base": "setting up copies the base, so its cost grows with the size of "
-    "the base (reflinks make it cheaper where the filesystem supports them)",
-}
-
-
-@runtime_checkable
-class Backend(Protocol):
-    """Mounts and unmounts unions of lower layers over a workspace.
-
-    ``mount`` must show the lowers (top-most first, possibly holding whiteouts and opaque
-    directories themselves) under ``space.upper`` at ``space.merged``; after ``unmount``,
-    ``space.upper`` must hold the changes as an overlayfs upper layer (char 0/0 whiteouts,
-    opaque xattrs), so it can serve as a lower layer of a later mount.
-    """
-
-    #: Short name: the value of ``--overlay-backend`` and of ``OverlayStack.backend``.
-    name: str
-    #: Position on the ladder: lower is preferred by ``auto``.
-    rank: int
-    #: One line for ``--overlay-info`` and the report header.
-    description: str
-    #: Keys of :data:`DEVIATIONS` that apply to this backend.
-    deviations: frozenset[str]
-
-    def probe(self) -> str:
-        """Return "" if this backend works here, else why not and how to enable it."""
-
-    def activate(self) -> None:
-        """Prepare the process, early and single-threaded, when the session will mount."""
-
-    def mount(self, lowers: Sequence[Path], space: Workspace) -> None:
-        """Show *lowers* under ``space.upper`` at ``space.merged``."""
-
-    def unmount(self, space: Workspace) -> bool:
-        """Take the union down; return False if it was busy and was detached lazily."""
-
-    def changes(self, lowers: Sequence[Path], space: Workspace) -> list[Change]:
-        """What the mounted union changes relative to *lowers*."""
 
 
 def builtin_backends() -> list[Backend]:

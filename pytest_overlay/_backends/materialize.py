@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pytest_overlay._errors import OverlayError
 from pytest_overlay._layers import format as _format
-from pytest_overlay.changes import Change, ChangeKind, sort_changes
+from pytest_overlay._layers.changes import Change, ChangeKind, sort_changes
 
 _FICLONE = 0x40049409  # linux/fs.h: share the source's extents (btrfs, XFS, bcachefs)
 

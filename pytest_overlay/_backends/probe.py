@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from pytest_overlay._backends.ladder import Backend
+from pytest_overlay._backends.protocol import Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
 from pytest_overlay._linux import syscalls as _syscalls
 from pytest_overlay._linux import tmpfs as _tmpfs

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_overlay._layers import format as _format
-from pytest_overlay.changes import Change, ChangeKind, merged_listing, sort_changes
+from pytest_overlay._layers.changes import Change, ChangeKind, merged_listing, sort_changes
 
 __all__ = [
     "ChainState",

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from pytest_overlay._layers.changes import Change, ChangeKind, sort_changes
 from pytest_overlay._layers.layer import Dir, Entry, Layer, Whiteout
-from pytest_overlay.changes import Change, ChangeKind, sort_changes
 
 __all__ = ["Source", "Stack", "UnionView", "diff_layer"]
 

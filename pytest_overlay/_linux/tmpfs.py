@@ -13,23 +13,13 @@ import errno
 import os
 from pathlib import Path
 
-import pytest
-
 from pytest_overlay._linux import mount as _mount
 from pytest_overlay._linux import namespace as _namespace
 from pytest_overlay._linux import syscalls as _syscalls
-from pytest_overlay._plugin import config as _config
 
-SETTINGS = ("auto", "tmpfs", "disk")
 #: Backends whose upper layer may live on tmpfs. The copy backend keeps a whole copy of
 #: the base in its workspace, which would not fit in memory.
 MOUNTING_BACKENDS = frozenset({"kernel", "userns", "fuse"})
-
-
-def setting(config: pytest.Config) -> str:
-    return _config.choice(
-        config, "overlay_workspace", SETTINGS, flag="--overlay-workspace", what="value"
-    )
 
 
 def mount_tmpfs(root: Path, backend: str) -> str:

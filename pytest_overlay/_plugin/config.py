@@ -80,3 +80,13 @@ def base_layers(item: pytest.Item) -> tuple[Path | Snapshot, ...]:
         "test with @pytest.mark.overlay('path/to/base'), or set 'overlay_base = path/to/base' "
         "in the [pytest] section of your configuration file"
     )
+
+
+#: Values of ``--overlay-workspace``: where upper layers live (see ``_linux.tmpfs``).
+WORKSPACE_SETTINGS = ("auto", "tmpfs", "disk")
+
+
+def workspace_setting(config: pytest.Config) -> str:
+    return choice(
+        config, "overlay_workspace", WORKSPACE_SETTINGS, flag="--overlay-workspace", what="value"
+    )

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import final
 
-from pytest_overlay._backends.ladder import Backend
+from pytest_overlay._backends.protocol import Backend
 from pytest_overlay._errors import OverlayError
 from pytest_overlay._linux.workspace import safe_name
 from pytest_overlay.stack import BaseLike, OverlayStack

@@ -13,9 +13,9 @@ from typing import final
 
 import pytest
 
+from pytest_overlay._layers.changes import Change
 from pytest_overlay._linux.workspace import remove_workspace, safe_name
 from pytest_overlay._plugin import config as _config
-from pytest_overlay.changes import Change
 
 POLICIES = ("failed", "all", "none")
 #: How many changes a failure report lists before summarising the rest.

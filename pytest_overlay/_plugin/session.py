@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from pytest_overlay._backends import ladder as _backends
-from pytest_overlay._backends.ladder import AUTO, Backend
+from pytest_overlay._backends.protocol import AUTO, Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
 from pytest_overlay._plugin import config as _config
 

@@ -12,38 +12,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, final
 
 import pytest
 
 from pytest_overlay._plugin import golden as _golden
 from pytest_overlay._plugin import golden_unused as _golden_unused
+from pytest_overlay._plugin.snapshot_state import STATE_KEY, SessionState
 
 if TYPE_CHECKING:
     from pytest_overlay._plugin.snapshotter import Snapshotter
     from pytest_overlay.stack import OverlayStack
 
 __all__ = ["overlay_snapshot"]
-
-
-@dataclass
-class SessionState:
-    """What the plugin learned at configure time, and the golden files it wrote."""
-
-    update_golden: bool
-    #: The distribution that owns the ``snapshot`` fixture name, if not pytest-overlay.
-    snapshot_owner: str | None
-    written: list[Path] = field(default_factory=list)
-    #: Golden files checked per test, until its report carries them (this process).
-    checked: dict[str, list[str]] = field(default_factory=dict)
-    #: Per test node id: whether it passed; and every golden file checked (all workers).
-    outcomes: dict[str, bool] = field(default_factory=dict)
-    checked_all: list[str] = field(default_factory=list)
-
-
-STATE_KEY: Final = pytest.StashKey[SessionState]()
 
 
 def addoption(parser: pytest.Parser) -> None:

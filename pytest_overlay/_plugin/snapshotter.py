@@ -13,14 +13,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, final
 
+from pytest_overlay._layers.changes import Change, ChangeKind
 from pytest_overlay._layers.statediff import Delta, Entry
 from pytest_overlay._plugin import golden as _golden
-from pytest_overlay.changes import Change, ChangeKind
 from pytest_overlay.snapshot import Snapshot
 from pytest_overlay.stack import OverlayStack
 
 if TYPE_CHECKING:
-    from pytest_overlay._plugin.snapshot_fixtures import SessionState
+    from pytest_overlay._plugin.snapshot_state import SessionState
 
 __all__ = ["Snapshotter"]
 

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from pytest_overlay._layers.changes import Change
 from pytest_overlay._layers.io import read_layer, write_layer
 from pytest_overlay._layers.layer import Dir, Layer
-from pytest_overlay.changes import Change
 from pytest_overlay.model import UnionModel
 from pytest_overlay.testing.ops import Operation
 

@@ -1,0 +1,146 @@
+"""Chains of layers and their lifetime, shared by :mod:`~pytest_overlay.stack` and
+:mod:`~pytest_overlay.snapshot`: frozen layers, the workspace keeper, fresh and frozen uppers.
+
+A chain is a tuple of layers, top-most first. The frozen ones are former upper layers that
+live in the workspace of the stack that took them and are deleted with their last reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final, final
+
+from pytest_overlay._errors import OverlayError
+from pytest_overlay._linux.workspace import Workspace, remove_workspace
+
+# Overlayfs's own xattrs (origin, impure, uuid, opaque...) describe a layer, not the tree.
+_OVERLAY_XATTR: Final = ("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.")
+
+
+@final
+class WorkspaceKeeper:
+    """Owns a stack's workspace directory and deletes it when the last reference goes.
+
+    The stack holds it while mounted; every frozen layer in the workspace holds it too.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._finalizer = weakref.finalize(self, _remove_root, root)
+
+    def remove_now(self) -> None:
+        self._finalizer()
+
+
+def _remove_root(root: Path) -> None:
+    # At interpreter exit a stack may still be mounted here: deleting through the
+    # mount would only fill its upper layer with whiteouts.
+    if not os.path.ismount(root / "merged"):
+        remove_workspace(root)
+
+
+@final
+class FrozenLayer:
+    """A former upper layer, now read-only, deleted when its last reference goes."""
+
+    def __init__(self, path: Path, keeper: WorkspaceKeeper) -> None:
+        self.path = path
+        self._keeper = keeper
+        weakref.finalize(self, remove_workspace, path)
+
+    def __repr__(self) -> str:
+        return f"<FrozenLayer {self.path}>"
+
+
+#: One layer of a chain: a directory the user gave, or a frozen layer we made.
+Layer = Path | FrozenLayer
+
+
+def layer_path(layer: Layer) -> Path:
+    return layer.path if isinstance(layer, FrozenLayer) else layer
+
+
+def chain_paths(chain: Sequence[Layer]) -> tuple[Path, ...]:
+    return tuple(layer_path(layer) for layer in chain)
+
+
+def common_suffix(a: Sequence[Path], b: Sequence[Path]) -> int:
+    """How many bottom layers the chains *a* and *b* (top-most first) share."""
+    n = 0
+    while n < min(len(a), len(b)) and a[len(a) - 1 - n] == b[len(b) - 1 - n]:
+        n += 1
+    return n
+
+
+# --- the on-disk side of freezing an upper layer ------------------------------------------
+
+
+def _visible_xattrs(path: Path) -> dict[str, bytes]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return {}
+    found: dict[str, bytes] = {}
+    for name in names:
+        if name.startswith(_OVERLAY_XATTR):
+            continue
+        with contextlib.suppress(OSError):
+            found[name] = os.getxattr(path, name, follow_symlinks=False)
+    return found
+
+
+def root_attributes(path: Path) -> tuple[object, ...]:
+    """What the merged root shows of an upper root: mode, owner, mtime and user xattrs."""
+    st = os.lstat(path)
+    xattrs = tuple(sorted(_visible_xattrs(path).items()))
+    return (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, xattrs)
+
+
+def is_empty_upper(upper: Path, attributes: tuple[object, ...]) -> bool:
+    """Whether *upper* holds nothing and its root still has *attributes*."""
+    with os.scandir(upper) as entries:
+        if any(True for _ in entries):
+            return False
+    return root_attributes(upper) == attributes
+
+
+def fresh_upper(space: Workspace, template: Path) -> tuple[object, ...]:
+    """Make a new, empty upper and work in *space*, the upper root looking like *template*.
+
+    Overlayfs shows the upper root's attributes as the merged root's, so the new upper
+    root copies them from the top-most layer below it. Returns its root attributes.
+    """
+    remove_workspace(space.work)
+    space.work.mkdir()
+    space.upper.mkdir()
+    st = os.lstat(template)
+    if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+        with contextlib.suppress(PermissionError):
+            os.chown(space.upper, st.st_uid, st.st_gid)
+    for name, value in _visible_xattrs(template).items():
+        with contextlib.suppress(OSError):
+            os.setxattr(space.upper, name, value, follow_symlinks=False)
+    os.chmod(space.upper, stat.S_IMODE(st.st_mode))
+    os.utime(space.upper, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return root_attributes(space.upper)
+
+
+def freeze_upper(space: Workspace, keeper: WorkspaceKeeper, number: int) -> FrozenLayer:
+    """Turn the (unmounted) upper layer of *space* into frozen layer *number*.
+
+    A rename within the workspace: nothing is copied.
+    """
+    target = space.root / f"layer-{number}"
+    try:
+        os.rename(space.upper, target)
+    except OSError as exc:  # pragma: no cover - the workspace is ours
+        if exc.errno != errno.EEXIST:
+            raise
+        raise OverlayError(f"cannot freeze {space.upper}: {target} already exists") from None
+    return FrozenLayer(target, keeper)
