@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import final
 
 from pytest_overlay._backends import ladder as _backends
-from pytest_overlay._backends.protocol import Backend
+from pytest_overlay._backends.protocol import Backend, SyncsUpper
 from pytest_overlay._chain import (
     FrozenLayer,
     Layer,
@@ -182,9 +182,15 @@ class OverlayStack:
         """The writable layer that receives every change made under :attr:`merged`.
 
         The path stays the same across :meth:`snapshot` and :meth:`restore`, but each
-        gives it a fresh, empty directory.
+        gives it a fresh, empty directory. On a backend that writes its upper layer on
+        request (copy), reading this property brings it up to date first.
         """
-        return self._require().upper
+        space = self._require()
+        # Typed as object: mypy takes the two protocols for disjoint types.
+        backend: object = self._backend
+        if isinstance(backend, SyncsUpper):
+            backend.sync_upper(self.lowers, space)
+        return space.upper
 
     @property
     def work(self) -> Path:

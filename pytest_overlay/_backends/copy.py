@@ -2,7 +2,8 @@
 
 Used where nothing can mount (macOS, locked-down containers, kernels without unprivileged
 overlayfs). Setup copies the union of the lowers (reflinks where the filesystem can
-clone); :meth:`changes` and teardown compare the copy with what was copied. It is never a
+clone); :meth:`changes`, reading ``upper`` and teardown compare the copy with what was
+copied. It is never a
 hardlink farm: in-place writes and chmod through a hard link would reach the base.
 """
 
@@ -26,9 +27,9 @@ class CopyBackend:
     deviations = frozenset(
         {
             "dir-rename-allowed",
+            "added-dirs-not-opaque",
             "open-without-write-unchanged",
             "not-a-mount-point",
-            "upper-filled-at-unmount",
             "changes-scan-whole-tree",
             "setup-copies-base",
         }
@@ -69,9 +70,23 @@ class CopyBackend:
         space.merged.chmod(space.upper.stat().st_mode & 0o7777)
         self._baselines[space.root] = baseline
 
+    def sync_upper(self, lowers: Sequence[Path], space: Workspace) -> None:
+        """Make ``space.upper`` hold what the copy changes now, as overlayfs's would.
+
+        Rewritten from scratch: a scan of the copy (like :meth:`changes`) plus a copy of
+        each changed entry, so the cost grows with the tree and with what changed.
+        """
+        baseline = self._baseline(space)
+        clear_directory(space.upper)
+        changes = diff_baseline(space.merged, baseline)
+        write_upper(space.merged, baseline, changes, space.upper, move=False)
+        space.upper.chmod(space.merged.stat().st_mode & 0o7777)
+
     def unmount(self, space: Workspace) -> bool:
         baseline = self._baseline(space)
-        # Leave a real upper layer behind, so the result stacks like a kernel one.
+        # Leave a real upper layer behind, so the result stacks like a kernel one. A
+        # sync_upper may have filled it with copies since: start again from empty.
+        clear_directory(space.upper)
         write_upper(space.merged, baseline, diff_baseline(space.merged, baseline), space.upper)
         # The root is never a change in the list; its mode lives on the upper root, as
         # overlayfs keeps it after a chmod of the merged root.

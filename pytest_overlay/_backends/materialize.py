@@ -265,11 +265,15 @@ def _opaque_xattr() -> str:
     return "trusted.overlay.opaque" if os.geteuid() == 0 else "user.overlay.opaque"
 
 
-def write_upper(root: Path, baseline: Baseline, changes: Sequence[Change], upper: Path) -> None:
-    """Move *changes* of the tree at *root* into *upper*, as an overlayfs upper layer.
+def write_upper(
+    root: Path, baseline: Baseline, changes: Sequence[Change], upper: Path, *, move: bool = True
+) -> None:
+    """Put *changes* of the tree at *root* into the empty *upper*, as an overlayfs upper layer.
 
-    Entries are renamed, not copied: the tree at *root* is discarded afterwards, and a
-    copy could run out of space exactly when a test has filled the disk.
+    With *move* (at unmount), entries are renamed, not copied: the tree at *root* is
+    discarded afterwards, and a copy could run out of space exactly when a test has filled
+    the disk. Without it (a live stack's upper, brought up to date), they are copied and
+    *root* is left as it was.
     """
     opaque = opaque_dirs(root, baseline, changes)
     dirs: list[tuple[Path, os.stat_result]] = []
@@ -296,7 +300,11 @@ def write_upper(root: Path, baseline: Baseline, changes: Sequence[Change], upper
                 os.setxattr(dest, _opaque_xattr(), b"y")
             dirs.append((dest, st))
             continue
-        if stat.S_ISDIR(st.st_mode):
+        if not move:
+            _copy_entry(os.fspath(src), os.fspath(dest), st)
+            if stat.S_ISDIR(st.st_mode):
+                moved.append(change.path + "/")
+        elif stat.S_ISDIR(st.st_mode):
             # Moving a directory to another parent rewrites its '..': an ordinary user
             # needs write permission on it for that, even when the test took it away.
             os.chmod(src, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)
@@ -311,3 +319,34 @@ def write_upper(root: Path, baseline: Baseline, changes: Sequence[Change], upper
         os.chmod(dest, stat.S_IMODE(st.st_mode))
         with contextlib.suppress(OSError):
             os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _copy_entry(src: str, dest: str, st: os.stat_result) -> None:
+    """Copy the entry *src* (a whole tree for a directory) to *dest*, keeping what a layer
+    records: type, data, mode, owner (as root), symlink target, device number, user xattrs
+    and mtime. Special files are made anew, never opened: opening a FIFO would block."""
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        os.mkdir(dest, 0o700)
+        for entry in _scandir(src):
+            _copy_entry(
+                entry.path, os.path.join(dest, entry.name), entry.stat(follow_symlinks=False)
+            )
+    elif stat.S_ISREG(mode):
+        with open(src, "rb") as fsrc, open(dest, "wb") as fdst:
+            _copy_data(fsrc.fileno(), fdst.fileno())
+    elif stat.S_ISLNK(mode):
+        os.symlink(os.readlink(src), dest)
+    else:
+        os.mknod(dest, mode, st.st_rdev)
+    if os.geteuid() == 0:
+        os.lchown(dest, st.st_uid, st.st_gid)
+    follow = not stat.S_ISLNK(mode)
+    with contextlib.suppress(OSError):
+        for name in os.listxattr(src, follow_symlinks=False):
+            if name.startswith("user."):
+                value = os.getxattr(src, name, follow_symlinks=False)
+                os.setxattr(dest, name, value, follow_symlinks=False)
+    if follow:
+        os.chmod(dest, stat.S_IMODE(mode))
+    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)

@@ -25,11 +25,12 @@ DEVIATIONS: dict[str, str] = {
     "open-without-write-unchanged": "opening a base file for writing without writing to "
     "it is not a change, nor (on tmpfs) is truncating an empty one to length 0; overlayfs "
     "copies it up and reports MODIFY",
+    "added-dirs-not-opaque": "a new directory renamed into place is not marked opaque in "
+    "the upper layer, where overlayfs marks it; no base layer holds its path, so nothing "
+    "that a reader or a later stack sees differs",
     "not-a-mount-point": "merged is an ordinary directory, not a mount point",
     "no-dotdot-at-root": "reading the merged root directory lists no '..' entry (ls -a); "
     "os.listdir and os.scandir never show it anyway",
-    "upper-filled-at-unmount": "upper stays empty while the stack is mounted and receives "
-    "the changes when it is unmounted or a snapshot is taken; use changes() meanwhile",
     "wh-names-reserved": "names starting with '.wh.' are reserved: creating one fails "
     "(EINVAL) or the entry does not show, as fuse-overlayfs takes such files for whiteouts",
     "dir-over-looping-symlink": "a directory over a symlink that loops (ELOOP) in a base "
@@ -82,3 +83,15 @@ class Backend(Protocol):
 
     def changes(self, lowers: Sequence[Path], space: Workspace) -> list[Change]:
         """What the mounted union changes relative to *lowers*."""
+
+
+@runtime_checkable
+class SyncsUpper(Protocol):
+    """A backend whose upper layer is written on request, not by a filesystem as it goes.
+
+    :attr:`OverlayStack.upper <pytest_overlay.OverlayStack.upper>` calls ``sync_upper``
+    before handing the path out, so a test sees the same upper layer on every backend.
+    """
+
+    def sync_upper(self, lowers: Sequence[Path], space: Workspace) -> None:
+        """Bring ``space.upper`` up to date with the mounted union of *lowers*."""

@@ -255,6 +255,10 @@ class OverlayStackSystem(DirectorySystem):
         """Whether the union was mounted in a user namespace (``userxattr``), not by root."""
         return self.stack.backend == "userns"
 
+    def upper(self) -> Layer:
+        # Through the stack, which brings a copy backend's upper layer up to date first.
+        return read_layer(self.stack.upper)
+
     def changes(self) -> list[Change] | None:
         return self.stack.changes()
 
