@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from pytest_overlay._errors import BackendUnavailable, OverlayError
+from pytest_overlay._errors import BackendUnavailable, OverlayError, OverlayWarning
 
 if TYPE_CHECKING:
     from pytest_overlay._layers.changes import Change, ChangeKind
@@ -24,6 +24,7 @@ __all__ = [
     "ChangeKind",
     "OverlayError",
     "OverlayStack",
+    "OverlayWarning",
     "Snapshot",
     "Snapshotter",
     "overlay_fixture",

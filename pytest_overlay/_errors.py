@@ -1,6 +1,9 @@
-"""The package's one exception type, carrying what went wrong and how to fix it."""
+"""The package's exception types and its warning category, each saying what went wrong and
+how to fix it."""
 
 from __future__ import annotations
+
+import pytest
 
 
 class OverlayError(Exception):
@@ -13,3 +16,10 @@ class OverlayError(Exception):
 
 class BackendUnavailable(OverlayError):
     """No mechanism that can mount a union works in this process (see the message)."""
+
+
+class OverlayWarning(pytest.PytestWarning):
+    """Something pytest-overlay did differently from what was asked, or left out.
+
+    Turn it into an error with ``-W error::pytest_overlay.OverlayWarning``.
+    """

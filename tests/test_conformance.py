@@ -338,3 +338,66 @@ def test_a_new_directory_renamed_into_place(stack: OverlayStack, backend: Backen
     assert isinstance(entry, Dir)
     assert entry.opaque is not deviates(backend, "added-dirs-not-opaque")
     assert stack.changes() == [Change(A, "moved")]
+
+
+def test_a_failed_directory_rename_changes_nothing(backend: Backend, tmp_path: Path) -> None:
+    base = make_tree(tmp_path / "base", {"d": {"e": {"f": "x"}}, "g": {}})
+    with OverlayStack([base], workspace=tmp_path / "ws", backend=backend) as stack:
+        (stack.merged / "g" / "b").mkdir()
+        with pytest.raises(OSError, match="Directory not empty") as failure:
+            os.rename(stack.merged / "g" / "b", stack.merged / "d" / "e")
+        assert failure.value.errno == errno.ENOTEMPTY
+        expected = [Change(M, "g"), Change(A, "g/b")]
+        if deviates(backend, "failed-rename-copies-up"):
+            expected.insert(0, Change(M, "d"))
+        assert stack.changes() == expected
+
+
+def test_renaming_a_base_directory_onto_a_non_empty_one(backend: Backend, tmp_path: Path) -> None:
+    base = make_tree(tmp_path / "base", {"d": {}, "e": {"f": "x"}})
+    with OverlayStack([base], workspace=tmp_path / "ws", backend=backend) as stack:
+        with pytest.raises(OSError) as failure:
+            os.rename(stack.merged / "d", stack.merged / "e")
+        wanted = errno.ENOTEMPTY if deviates(backend, "dir-rename-allowed") else errno.EXDEV
+        assert failure.value.errno == wanted
+        assert sorted(os.listdir(stack.merged)) == ["d", "e"]
+
+
+def _socket_at(path: Path) -> None:
+    # A bound unix socket leaves a socket inode behind; its path is relative to the cwd
+    # because socket paths are limited to 108 bytes.
+    import socket
+
+    cwd = os.getcwd()
+    os.chdir(path.parent)
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(path.name)
+    finally:
+        os.chdir(cwd)
+
+
+def test_special_files_of_the_base_show_in_merged(backend: Backend, tmp_path: Path) -> None:
+    base = make_tree(tmp_path / "base", {"file": "x"})
+    os.mkfifo(base / "fifo")
+    _socket_at(base / "sock")
+    kinds = {"fifo": stat.S_ISFIFO, "sock": stat.S_ISSOCK, "file": stat.S_ISREG}
+    if os.geteuid() == 0:
+        os.mknod(base / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        kinds["null"] = stat.S_ISCHR
+    with OverlayStack([base], workspace=tmp_path / "ws", backend=backend) as stack:
+        shown = {name: os.lstat(stack.merged / name).st_mode for name in os.listdir(stack.merged)}
+        assert sorted(shown) == sorted(kinds)
+        for name, is_kind in kinds.items():
+            assert is_kind(shown[name]), name
+        if "null" in kinds:
+            assert os.lstat(stack.merged / "null").st_rdev == os.makedev(1, 3)
+        assert stack.changes() == []
+        if deviates(backend, "special-file-chmod-fails"):
+            with pytest.raises(OSError) as failure:
+                os.chmod(stack.merged / "fifo", 0o600)
+            assert failure.value.errno == errno.EIO
+            return
+        os.chmod(stack.merged / "fifo", 0o600)
+        assert stat.S_IMODE(os.lstat(stack.merged / "fifo").st_mode) == 0o600
+        assert stack.changes() == [Change(M, "fifo")]

@@ -530,3 +530,15 @@ class SquashMachine(UnionStateMachine):
 
 TestSquash = SquashMachine.TestCase
 TestSquash.settings = settings(stateful_step_count=30)
+
+
+def test_a_file_written_again_under_a_directory_made_again_is_added() -> None:
+    # docs/model.rst: A means the lowers as seen through the upper layer lack the path;
+    # the opaque d hides the lower d/f, so writing d/f again adds it.
+    fs = UnionModel([Layer({"d": Dir(), "d/f": File(b"old"), "d/g": File(b"g")})])
+    fs.unlink("d/f")
+    fs.unlink("d/g")
+    fs.rmdir("d")
+    fs.mkdir("d", 0o755)
+    fs.write_bytes("d/f", b"new")
+    assert [str(c) for c in fs.changes()] == ["M d", "A d/f", "D d/g"]

@@ -28,6 +28,7 @@ class CopyBackend:
         {
             "dir-rename-allowed",
             "added-dirs-not-opaque",
+            "device-nodes-need-root",
             "open-without-write-unchanged",
             "not-a-mount-point",
             "changes-scan-whole-tree",

@@ -49,6 +49,8 @@ class FuseBackend:
             "dir-over-looping-symlink",
             "dir-rename-uncovers",
             "lower-hardlinks-shared",
+            "failed-rename-copies-up",
+            "special-file-chmod-fails",
         }
     )
 

@@ -20,11 +20,12 @@ import fcntl
 import os
 import stat
 import struct
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_overlay._errors import OverlayError
+from pytest_overlay._errors import OverlayError, OverlayWarning
 from pytest_overlay._layers import format as _format
 from pytest_overlay._layers.changes import Change, ChangeKind, sort_changes
 
@@ -173,11 +174,21 @@ class _Copier:
             self._copy_file(src, dest, st)
         elif stat.S_ISLNK(mode):
             os.symlink(self._symlink_target(os.readlink(src)), dest)
-        elif stat.S_ISFIFO(mode):
-            os.mkfifo(dest)
+        elif stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            # A new inode of the same type: nothing listens on a socket that is copied.
+            os.mknod(dest, stat.S_IFMT(mode) | 0o600)
         else:
-            # Sockets and device nodes cannot be copied meaningfully; leave them out.
-            return False
+            try:
+                os.mknod(dest, stat.S_IFMT(mode) | 0o600, st.st_rdev)
+            except PermissionError:
+                # Only root may make device nodes (deviation "device-nodes-need-root").
+                warnings.warn(
+                    f"the copy backend leaves out the device node {rel!r} of the base: only "
+                    "root may create device nodes; run as root or use a mounting backend",
+                    OverlayWarning,
+                    stacklevel=2,
+                )
+                return False
         if self.as_root:
             os.lchown(dest, st.st_uid, st.st_gid)
         if not stat.S_ISLNK(mode):
