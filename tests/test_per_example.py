@@ -219,3 +219,23 @@ def test_machine(overlay_stack):
     result = project.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*leaked*"])
+
+
+def test_a_file_left_open_by_an_example_fails_the_next_with_the_reason(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(
+        """
+from hypothesis import Phase, given, settings, strategies as st
+
+LEFT_OPEN = []
+
+@settings(max_examples=3, database=None, phases=[Phase.generate])
+@given(st.integers())
+def test_leaves_a_file_open(overlay_stack, n):
+    LEFT_OPEN.append(open(overlay_stack.merged / "kept"))
+"""
+    )
+    result = project.runpytest("-p", "no:cacheprovider", "-W", "ignore::ResourceWarning")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*OverlayError: cannot restore *merged: it is in use*"])
