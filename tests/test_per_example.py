@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_overlay._backends.protocol import Backend
 from tests.helpers import make_tree
 
 pytest_plugins = ["pytester"]
@@ -71,7 +72,8 @@ class TestInClass:
     assert count(project) >= 25 + 30 + 20
 
 
-def test_shrinking_starts_from_the_base_too(project: pytest.Pytester) -> None:
+def test_shrinking_starts_from_the_base_too(project: pytest.Pytester, backend: Backend) -> None:
+    # On every backend: the reset is a restore, which each implements its own way.
     project.makepyfile(
         PER_EXAMPLE
         + """
@@ -81,7 +83,7 @@ def test_shrinks(overlay_stack, n):
     check_and_dirty(overlay_stack, n)
 """
     )
-    result = project.runpytest("-p", "no:cacheprovider")
+    result = project.runpytest("-p", "no:cacheprovider", f"--overlay-backend={backend.name}")
     result.assert_outcomes(failed=1)
     # Shrunk to the boundary, and by the planted assertion, not by a leaked file.
     result.stdout.fnmatch_lines(["*Failing test case: test_shrinks(*", "*n=1000,*"])
