@@ -20,6 +20,7 @@ from pytest_overlay._linux import sweep as _sweep
 from pytest_overlay._linux import tmpfs as _tmpfs
 from pytest_overlay._plugin import config as _config
 from pytest_overlay._plugin import info as _info
+from pytest_overlay._plugin import per_example as _per_example
 from pytest_overlay._plugin import retention as _retention
 from pytest_overlay._plugin import session as _session
 from pytest_overlay._plugin import snapshot_fixtures as _snapshot_fixtures
@@ -233,6 +234,13 @@ def overlay_stack(
             keeper.kept(destination)
         else:
             stack.close()
+
+
+# Outside Hypothesis's own wrapper, whose health check runs before the test does.
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    with _per_example.each_example_from_the_base(item):
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -349,6 +349,17 @@ class OverlayStack:
         remove_workspace(space.upper)
         self._remount(space, target)
 
+    def reset(self, snapshot: Snapshot | None = None) -> None:
+        """Go back to :attr:`base` (or to *snapshot*) on a fresh, empty upper layer.
+
+        The same as ``restore(snapshot or stack.base)``: the union is mounted again at the
+        same :attr:`merged` path, and the cost does not depend on the size of the base.
+        Snapshots taken since are dropped from the stack (they stay valid while referred
+        to). pytest-overlay calls it before every Hypothesis example of a ``@given`` test;
+        call it yourself where nothing does, e.g. in a state machine's ``__init__``.
+        """
+        self.restore(snapshot if snapshot is not None else self.base)
+
     def diff(self, since: Snapshot | None = None) -> list[Change]:
         """The content-level changes from *since* (default: :attr:`base`) to the live view.
 

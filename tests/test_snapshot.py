@@ -204,6 +204,21 @@ def test_restore_discards_writes_and_frees_unused_layers(stack: OverlayStack) ->
     assert s1.layer.exists()
 
 
+def test_reset_goes_back_to_the_base_or_to_a_snapshot(stack: OverlayStack, base: Path) -> None:
+    m = stack.merged
+    before = listing(m)
+    (m / "file.txt").write_text("changed\n")
+    snap = stack.snapshot()
+    (m / "later").write_text("l")
+    stack.reset(snap)
+    assert (m / "file.txt").read_text() == "changed\n"
+    assert not (m / "later").exists()
+    stack.reset()
+    assert listing(m) == before
+    assert stack.lowers == (base,)
+    assert stack.merged == m
+
+
 def test_diff_ignores_copy_ups_that_changed_nothing(stack: OverlayStack) -> None:
     m = stack.merged
     with open(m / "file.txt", "r+"):

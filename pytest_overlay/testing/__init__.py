@@ -3,8 +3,18 @@
 Like ``zarr.testing``, this ships in the package so that other projects (a layer applier,
 a FUSE filesystem, an image builder) can run the same checks on their own code: implement
 :class:`UnionSystem` (or reuse :class:`DirectorySystem`) and subclass
-:class:`UnionStateMachine`. Importing this module needs Hypothesis.
+:class:`UnionStateMachine`. Importing this module needs Hypothesis, which comes with the
+``hypothesis`` extra: ``pip install 'pytest-overlay[hypothesis]'``.
 """
+
+try:
+    import hypothesis  # noqa: F401 - only to say what is missing, before the kit needs it
+except ImportError as exc:
+    raise ImportError(
+        "pytest_overlay.testing needs Hypothesis, which is not installed: "
+        "pip install 'pytest-overlay[hypothesis]' (or pip install hypothesis)",
+        name=exc.name,
+    ) from exc
 
 from pytest_overlay.testing.ops import (
     AppendBytes,
