@@ -1,0 +1,84 @@
+"""Attacks on the promises of docs/security.rst, each tried as an attacker would.
+
+The trusted party is the test code; archive contents and other local users are not.
+Every test here reproduces a way through that once worked and checks that it now fails
+safe: nothing written outside, modes untouched, the base byte-identical, a clear error.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_overlay.layers import Dir, File, Layer, LayerError, write_layer
+from pytest_overlay.oci import extract_tar
+from tests.test_oci import member, tar_of
+
+
+def test_write_layer_never_follows_a_directory_swapped_for_a_symlink(tmp_path: Path) -> None:
+    # Another process waits for a directory of the layer to appear, renames it away and
+    # puts a symlink to a directory it wants filled (and opened up to 0o777) in its place.
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o755)
+    os.chmod(outside, 0o755)
+    target = tmp_path / "target"
+    entries = {"d": Dir(0o777)} | {f"d/f{i:04}": File(b"x", 0o644) for i in range(3000)}
+    stop = threading.Event()
+    swaps = 0
+
+    def swap() -> None:
+        nonlocal swaps
+        deadline = time.monotonic() + 10
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                os.rename(target / "d", tmp_path / f"moved-{swaps}")
+                os.symlink(outside, target / "d")
+                swaps += 1
+                return
+            except OSError:
+                time.sleep(0)
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    error = ""
+    try:
+        write_layer(Layer.build(entries), target)
+    except LayerError as exc:  # the swap came between mkdir and open: refused
+        error = str(exc)
+    finally:
+        stop.set()
+        swapper.join()
+    assert swaps == 1
+    assert error == "" or "changed while the layer was being written" in error
+    assert os.listdir(outside) == []
+    assert stat.S_IMODE(os.stat(outside).st_mode) == 0o755
+
+
+def test_write_layer_refuses_a_target_owned_by_another_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whoever owns the (empty) target can swap its contents while root fills it.
+    target = tmp_path / "target"
+    target.mkdir()
+    owner = os.stat(target).st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
+    with pytest.raises(LayerError, match=f"belongs to uid {owner}, not to this process"):
+        write_layer(Layer.build({"f": File(b"x")}), target)
+    assert os.listdir(target) == []
+
+
+def test_extract_refuses_a_target_owned_by_another_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "target"
+    target.mkdir()
+    owner = os.stat(target).st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
+    with pytest.raises(LayerError, match="belongs to uid"):
+        extract_tar(tar_of((member("f"), b"x")), target)
+    assert os.listdir(target) == []
