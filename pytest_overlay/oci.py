@@ -8,9 +8,11 @@ The OCI image spec (``layer.md``, "Whiteouts") encodes a deletion as an empty fi
 Importing is strict, because a tarball is untrusted input. Absolute names, ``..``,
 members below a symlink, device nodes (other than overlayfs's character device 0/0
 whiteouts), FIFOs and duplicate members are refused with a :class:`LayerError` that
-names the member. :func:`read_tar` only builds a layer in memory; :func:`extract_tar`
-then writes it with :func:`~pytest_overlay.layers.write_layer` into a missing or empty
-directory, so nothing is ever written outside it.
+names the member. Setuid, setgid and sticky bits are dropped unless the caller asks to
+keep them (``keep_special_bits=True``): a root-owned setuid file extracted by root would
+run as root for any local user. :func:`read_tar` only builds a layer in memory;
+:func:`extract_tar` then writes it with :func:`~pytest_overlay.layers.write_layer` into a
+missing or empty directory of this user's, so nothing is ever written outside it.
 """
 
 from __future__ import annotations
@@ -82,13 +84,15 @@ def write_tar(layer: Mapping[str, Entry], target: TarSource) -> None:
                 tar.addfile(info, io.BytesIO(entry.data))
 
 
-def read_tar(source: TarSource) -> Layer:
+def read_tar(source: TarSource, *, keep_special_bits: bool = False) -> Layer:
     """Read an OCI layer tarball (plain or compressed) into a layer, writing nothing.
 
     Hard links become independent copies of their target's data (a layer has no link
     identity). Parent directories missing from the tarball are added with mode 0o755.
+    Modes keep only their permission bits (``0o777``) unless *keep_special_bits* is true,
+    which keeps setuid, setgid and sticky bits too: only for tarballs you trust.
     """
-    importer = _Importer()
+    importer = _Importer(0o7777 if keep_special_bits else 0o777)
     with _open(source, "r") as tar:
         for member in tar:
             importer.add(member, tar)
@@ -100,13 +104,16 @@ def extract_tar(
     target: str | os.PathLike[str],
     *,
     whiteouts: Literal["chardev", "xattr"] = "chardev",
+    keep_special_bits: bool = False,
 ) -> Layer:
     """Import *source* into the missing or empty directory *target* as an overlay layer.
 
     The tarball is fully read and checked first, so a bad member leaves *target*
-    untouched. Returns the layer that was written.
+    untouched. *target* must be missing or belong to this process's user. Setuid,
+    setgid and sticky bits are dropped unless *keep_special_bits* is true (see
+    :func:`read_tar`). Returns the layer that was written.
     """
-    layer = read_tar(source)
+    layer = read_tar(source, keep_special_bits=keep_special_bits)
     write_layer(layer, target, whiteouts=whiteouts)
     return layer
 
@@ -148,7 +155,8 @@ def _member(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
 class _Importer:
     """Builds a layer from tar members, refusing anything unsafe or ambiguous."""
 
-    def __init__(self) -> None:
+    def __init__(self, mode_mask: int) -> None:
+        self.mode_mask = mode_mask
         self.entries: dict[str, Entry] = {}
         self.explicit: set[str] = set()
 
@@ -218,7 +226,7 @@ class _Importer:
         self.explicit.add(path)
 
     def _entry(self, member: tarfile.TarInfo, tar: tarfile.TarFile) -> Entry:
-        mode = member.mode & 0o7777
+        mode = member.mode & self.mode_mask
         if member.isdir():
             return Dir(mode)
         if member.isreg():

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 import stat
+import tarfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from pytest_overlay.layers import Dir, File, Layer, LayerError, write_layer
-from pytest_overlay.oci import extract_tar
+from pytest_overlay.layers import Dir, File, Layer, LayerError, read_layer, write_layer
+from pytest_overlay.oci import extract_tar, read_tar
 from tests.test_oci import member, tar_of
 
 
@@ -82,3 +83,32 @@ def test_extract_refuses_a_target_owned_by_another_user(
     with pytest.raises(LayerError, match="belongs to uid"):
         extract_tar(tar_of((member("f"), b"x")), target)
     assert os.listdir(target) == []
+
+
+SPECIAL = tar_of(
+    (member("bin/id", mode=0o4755), b"\x7fELF"),
+    (member("bin/sg", mode=0o2711), b"\x7fELF"),
+    member("tmp", tarfile.DIRTYPE, mode=0o1777),
+    member("shared", tarfile.DIRTYPE, mode=0o2775),
+)
+
+
+def test_import_strips_setuid_setgid_and_sticky_bits(tmp_path: Path) -> None:
+    # A root-owned setuid binary in a layer any user can reach runs as root.
+    SPECIAL.seek(0)
+    layer = extract_tar(SPECIAL, tmp_path / "target")
+    modes = {path: entry.mode for path, entry in layer.items() if isinstance(entry, (Dir, File))}
+    assert modes == {"bin": 0o755, "bin/id": 0o755, "bin/sg": 0o711, "tmp": 0o777, "shared": 0o775}
+    for path in modes:
+        on_disk = os.lstat(tmp_path / "target" / path).st_mode
+        assert on_disk & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX) == 0, path
+
+
+def test_import_keeps_special_bits_when_asked(tmp_path: Path) -> None:
+    SPECIAL.seek(0)
+    layer = read_tar(SPECIAL, keep_special_bits=True)
+    modes = [getattr(layer[p], "mode", None) for p in ("bin/id", "bin/sg", "tmp", "shared")]
+    assert modes == [0o4755, 0o2711, 0o1777, 0o2775]
+    SPECIAL.seek(0)
+    extract_tar(SPECIAL, tmp_path / "target", keep_special_bits=True)
+    assert read_layer(tmp_path / "target")["tmp"] == Dir(0o1777)
