@@ -10,14 +10,18 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from pytest_overlay import OverlayError, OverlayStack
+from pytest_overlay._backends.protocol import Backend
 from pytest_overlay.layers import Dir, File, Layer, LayerError, read_layer, write_layer
 from pytest_overlay.oci import extract_tar, read_tar
+from tests.helpers import make_tree, tree_digest
 from tests.test_oci import member, tar_of
 
 
@@ -112,3 +116,19 @@ def test_import_keeps_special_bits_when_asked(tmp_path: Path) -> None:
     SPECIAL.seek(0)
     extract_tar(SPECIAL, tmp_path / "target", keep_special_bits=True)
     assert read_layer(tmp_path / "target")["tmp"] == Dir(0o1777)
+
+
+def test_a_temporary_directory_inside_the_base_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: Backend
+) -> None:
+    # TMPDIR inside the base would put the default workspace, and so the upper layer,
+    # in the base (the copy backend would copy its own copy until ENAMETOOLONG).
+    base = make_tree(tmp_path / "base", {"data": {"file.txt": "original"}, "tmp": {}})
+    before = tree_digest(base)
+    monkeypatch.setattr(tempfile, "tempdir", str(base / "tmp"))
+    with (
+        pytest.raises(OverlayError, match=r"temporary directory .*base/tmp.* TMPDIR"),
+        OverlayStack([base], backend=backend) as stack,
+    ):
+        (stack.merged / "data" / "file.txt").write_text("changed")
+    assert tree_digest(base) == before
