@@ -132,3 +132,24 @@ def test_a_temporary_directory_inside_the_base_is_refused(
     ):
         (stack.merged / "data" / "file.txt").write_text("changed")
     assert tree_digest(base) == before
+
+
+@pytest.mark.parametrize("spelling", ["absolute-via-alias", "relative-climbing-to-root"])
+def test_copy_backend_link_into_the_base_by_another_path_stays_in_the_copy(
+    tmp_path: Path, spelling: str
+) -> None:
+    # The rewrite of absolute links compared normalised strings: a link that reaches the
+    # base through a symlinked alias, or climbs out with '..' and back in, escaped it.
+    base = make_tree(tmp_path / "base", {"data": {"file.txt": "original"}})
+    (tmp_path / "alias").symlink_to(base)
+    if spelling == "absolute-via-alias":
+        (base / "link").symlink_to(tmp_path / "alias" / "data" / "file.txt")
+    else:
+        climb = "../" * 40 + str(tmp_path / "alias" / "data" / "file.txt").lstrip("/")
+        (base / "link").symlink_to(climb)
+    before = tree_digest(base)
+    with OverlayStack([base], workspace=tmp_path / "ws", backend="copy") as stack:
+        with open(stack.merged / "link", "a") as f:
+            f.write("appended through the link")
+        assert (stack.merged / "data" / "file.txt").read_text().endswith("through the link")
+    assert tree_digest(base) == before
