@@ -7,6 +7,7 @@ safe: nothing written outside, modes untouched, the base byte-identical, a clear
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tarfile
@@ -153,3 +154,24 @@ def test_copy_backend_link_into_the_base_by_another_path_stays_in_the_copy(
             f.write("appended through the link")
         assert (stack.merged / "data" / "file.txt").read_text().endswith("through the link")
     assert tree_digest(base) == before
+
+
+def test_a_link_climbing_out_of_the_base_does_not_reach_the_base(
+    tmp_path: Path, backend: Backend
+) -> None:
+    # merged/.. is the workspace. The fuse backend kept symlinks to the real lowers
+    # there, so base/parent -> .. gave a writable path to the base:
+    # merged/parent/lowers/0/data/file.txt.
+    base = make_tree(tmp_path / "base", {"data": {"file.txt": "original"}})
+    (base / "parent").symlink_to("..")
+    before = tree_digest(base)
+    with OverlayStack([base], workspace=tmp_path / "ws", backend=backend) as stack:
+        visible = set(os.listdir(stack.merged / "parent"))
+        for name in visible:
+            for dirpath, _, filenames in os.walk(stack.merged / "parent" / name):
+                for filename in filenames:
+                    if filename == "file.txt":
+                        with contextlib.suppress(OSError), open(Path(dirpath, filename), "a") as f:
+                            f.write("escaped")
+    assert tree_digest(base) == before
+    assert "lowers" not in visible
