@@ -8,6 +8,9 @@ safe: nothing written outside, modes untouched, the base byte-identical, a clear
 from __future__ import annotations
 
 import contextlib
+import errno
+import gzip
+import io
 import os
 import stat
 import tarfile
@@ -20,8 +23,16 @@ import pytest
 
 from pytest_overlay import OverlayError, OverlayStack
 from pytest_overlay._backends.protocol import Backend
-from pytest_overlay.layers import Dir, File, Layer, LayerError, read_layer, write_layer
-from pytest_overlay.oci import extract_tar, read_tar
+from pytest_overlay.layers import (
+    WHITEOUT,
+    Dir,
+    File,
+    Layer,
+    LayerError,
+    read_layer,
+    write_layer,
+)
+from pytest_overlay.oci import TarLimits, extract_tar, read_tar
 from tests.helpers import make_tree, tree_digest
 from tests.test_oci import member, tar_of
 
@@ -175,3 +186,67 @@ def test_a_link_climbing_out_of_the_base_does_not_reach_the_base(
                             f.write("escaped")
     assert tree_digest(base) == before
     assert "lowers" not in visible
+
+
+def gzipped(*entries: tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]) -> io.BytesIO:
+    return io.BytesIO(gzip.compress(tar_of(*entries).getvalue(), compresslevel=1))
+
+
+def test_import_refuses_a_compression_bomb_before_expanding_it(tmp_path: Path) -> None:
+    # 16 MiB of zeros compress to about 16 KiB; 3 GiB got the reader OOM-killed.
+    bomb = gzipped((member("zeros"), bytes(16 << 20)))
+    assert len(bomb.getvalue()) < 100_000
+    with pytest.raises(LayerError, match=r"'zeros'.*TarLimits.max_ratio"):
+        extract_tar(bomb, tmp_path / "target")
+    assert os.listdir(tmp_path) == []
+
+
+def test_import_refuses_a_member_claiming_more_than_the_limit(tmp_path: Path) -> None:
+    # A sparse member (or a bare header) claiming 64 GiB raised a bare MemoryError.
+    header = member("huge")
+    header.size = 64 << 30
+    claim = io.BytesIO(header.tobuf(tarfile.GNU_FORMAT) + bytes(10240))
+    with pytest.raises(LayerError, match=r"'huge' \(68719476736 bytes\).*TarLimits.max_bytes"):
+        extract_tar(claim, tmp_path / "target")
+    assert os.listdir(tmp_path) == []
+
+
+def test_import_refuses_a_name_too_long_before_writing_anything(tmp_path: Path) -> None:
+    # Once a bare OSError after part of the layer was written.
+    archive = tar_of((member("a/first"), b"1"), (member("a/" + "x" * 300), b"2"))
+    with pytest.raises(LayerError, match=r"is 300 bytes long, more than a Linux file name"):
+        extract_tar(archive, tmp_path / "target")
+    assert os.listdir(tmp_path) == []
+
+
+def test_tar_limits_are_parameters_and_count_hard_links(tmp_path: Path) -> None:
+    three = tar_of(member("a"), member("b"), member("c"))
+    with pytest.raises(LayerError, match=r"'c'.*more than 2 members"):
+        read_tar(three, limits=TarLimits(max_members=2))
+    linked = tar_of((member("f"), b"123456"), member("g", tarfile.LNKTYPE, linkname="f"))
+    with pytest.raises(LayerError, match=r"'g' \(6 bytes\).*over 10 bytes"):
+        read_tar(linked, limits=TarLimits(max_bytes=10))
+    linked.seek(0)
+    assert len(read_tar(linked, limits=TarLimits(max_bytes=12))) == 2
+    bomb = gzipped((member("zeros"), bytes(4 << 20)))
+    assert read_tar(bomb, limits=TarLimits(max_ratio=10_000))["zeros"] == File(bytes(4 << 20))
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_layer_that_cannot_be_written_completely_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    target = tmp_path / "target"
+    if existing:
+        target.mkdir()
+    layer = Layer.build(
+        {"a": Dir(0o555), "a/f": File(b"x", 0o400), "a/z": Dir(0o000), "z/w": WHITEOUT}
+    )
+    monkeypatch.setattr(os, "mknod", refuse)
+    with pytest.raises(LayerError, match="cannot create the whiteout"):
+        write_layer(layer, target)
+    assert os.listdir(tmp_path) == (["target"] if existing else [])
+    assert not existing or os.listdir(target) == []

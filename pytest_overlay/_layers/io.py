@@ -6,6 +6,7 @@ Readers must know every marker that overlayfs, fuse-overlayfs and kernels >= 6.7
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -129,9 +130,16 @@ def write_layer(
     if whiteouts == "xattr":
         _check_xattr_whiteouts(layer)
     shown = os.fspath(path)
-    root_fd = _open_target(shown)
+    root_fd, created = _open_target(shown)
     try:
         _LayerWriter(layer, shown, whiteouts, namespace).fill(root_fd, "")
+    except BaseException:
+        # Half a layer reads back as a different layer: leave nothing behind.
+        _clear(root_fd)
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(shown)
+        raise
     finally:
         os.close(root_fd)
 
@@ -161,8 +169,11 @@ _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CL
 _RACE_ERRNOS = frozenset({errno.ELOOP, errno.ENOTDIR, errno.EEXIST})
 
 
-def _open_target(path: str) -> int:
-    """Open (creating it if missing) the empty directory *path*, owned by this user."""
+def _open_target(path: str) -> tuple[int, bool]:
+    """Open (creating it if missing) the empty directory *path*, owned by this user.
+
+    Returns the descriptor and whether the directory was created.
+    """
     parent, name = os.path.split(os.path.abspath(path))
     parent_fd = _open_resolved(parent, path)
     try:
@@ -186,7 +197,32 @@ def _open_target(path: str) -> int:
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, created
+
+
+def _clear(dir_fd: int) -> None:
+    """Delete everything below *dir_fd*, through descriptors, following no symlink.
+
+    A directory's mode may deny us entry: it is opened up through an ``O_PATH``
+    descriptor (``/proc/self/fd/N`` names that very directory, never a link's target).
+    """
+    with os.scandir(dir_fd) as it:
+        entries = list(it)
+    for entry in entries:
+        if not entry.is_dir(follow_symlinks=False):
+            os.unlink(entry.name, dir_fd=dir_fd)
+            continue
+        handle = os.open(entry.name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+        try:
+            os.chmod(f"/proc/self/fd/{handle}", stat.S_IRWXU)
+        finally:
+            os.close(handle)
+        child = os.open(entry.name, _DIR_FLAGS, dir_fd=dir_fd)
+        try:
+            _clear(child)
+        finally:
+            os.close(child)
+        os.rmdir(entry.name, dir_fd=dir_fd)
 
 
 def _open_resolved(directory: str, target: str) -> int:
