@@ -250,3 +250,15 @@ def test_a_layer_that_cannot_be_written_completely_leaves_nothing_behind(
         write_layer(layer, target)
     assert os.listdir(tmp_path) == (["target"] if existing else [])
     assert not existing or os.listdir(target) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory away needs root")
+def test_root_refuses_to_extract_into_a_directory_another_user_made(tmp_path: Path) -> None:
+    # The attacker's half of the race: an ordinary user makes the empty target, root
+    # extracts into it, the user swaps its subdirectories for links to root's files.
+    target = tmp_path / "target"
+    target.mkdir()
+    os.chown(target, 65534, 65534)
+    with pytest.raises(LayerError, match="belongs to uid 65534, not to this process"):
+        extract_tar(tar_of((member("d/f"), b"x")), target)
+    assert os.listdir(target) == []
