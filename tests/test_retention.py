@@ -141,7 +141,9 @@ def test_writes_a_credential(overlay_stack):
 """
 
 
-@pytest.mark.parametrize("workspace", ["tmpfs", "disk"])
+# "auto" puts the workspace on a tmpfs wherever one can be mounted (the kept layer is
+# then copied off it); "disk" keeps it on disk (the layer is moved).
+@pytest.mark.parametrize("workspace", ["auto", "disk"])
 def test_kept_layers_are_private_to_their_owner(pytester: pytest.Pytester, workspace: str) -> None:
     # A kept upper holds whatever the test wrote (credentials in fixtures, say): other
     # local users must not read it, whether it was moved or copied off the tmpfs, and
