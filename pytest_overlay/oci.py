@@ -8,9 +8,11 @@ The OCI image spec (``layer.md``, "Whiteouts") encodes a deletion as an empty fi
 Importing is strict, because a tarball is untrusted input. Absolute names, ``..``,
 members below a symlink, device nodes (other than overlayfs's character device 0/0
 whiteouts), FIFOs and duplicate members are refused with a :class:`LayerError` that
-names the member. :func:`read_tar` only builds a layer in memory; :func:`extract_tar`
-then writes it with :func:`~pytest_overlay.layers.write_layer` into a missing or empty
-directory, so nothing is ever written outside it.
+names the member. Setuid, setgid and sticky bits are dropped unless the caller asks to
+keep them (``keep_special_bits=True``): a root-owned setuid file extracted by root would
+run as root for any local user. :func:`read_tar` only builds a layer in memory;
+:func:`extract_tar` then writes it with :func:`~pytest_overlay.layers.write_layer` into a
+missing or empty directory of this user's, so nothing is ever written outside it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import io
 import os
 import tarfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
@@ -35,13 +38,36 @@ from pytest_overlay._layers.layer import (
     Whiteout,
 )
 
-__all__ = ["extract_tar", "read_tar", "write_tar"]
+__all__ = ["TarLimits", "extract_tar", "read_tar", "write_tar"]
 
 TarSource = str | os.PathLike[str] | IO[bytes]
 
 #: Mode of the directories an importer adds when a tarball lists ``a/b`` without ``a/``
 #: (what Docker and containerd use).
 IMPLICIT_DIR_MODE = 0o755
+
+
+@dataclass(frozen=True)
+class TarLimits:
+    """How much an imported tarball may hold; checked from the headers before any data
+    is read, so an archive bomb is refused without being expanded.
+
+    *max_members*: members in the tarball. *max_bytes*: the data of all regular files
+    together, as the headers declare it (a sparse member counts its full size).
+    *max_ratio*: that total over the size of the archive as read (plain or compressed);
+    checked once the total passes 1 MiB, since small tarballs of empty files expand a lot.
+    """
+
+    max_members: int = 1_000_000
+    max_bytes: int = 1 << 30
+    max_ratio: float = 100.0
+
+
+#: Expansion below this many bytes is never refused by :attr:`TarLimits.max_ratio`.
+RATIO_FLOOR = 1 << 20
+_CHUNK = 1 << 20
+#: The longest name one directory entry may have on Linux filesystems (NAME_MAX).
+NAME_MAX = 255
 
 
 def write_tar(layer: Mapping[str, Entry], target: TarSource) -> None:
@@ -82,15 +108,26 @@ def write_tar(layer: Mapping[str, Entry], target: TarSource) -> None:
                 tar.addfile(info, io.BytesIO(entry.data))
 
 
-def read_tar(source: TarSource) -> Layer:
+def read_tar(
+    source: TarSource, *, keep_special_bits: bool = False, limits: TarLimits | None = None
+) -> Layer:
     """Read an OCI layer tarball (plain or compressed) into a layer, writing nothing.
 
     Hard links become independent copies of their target's data (a layer has no link
     identity). Parent directories missing from the tarball are added with mode 0o755.
+    Modes keep only their permission bits (``0o777``) unless *keep_special_bits* is true,
+    which keeps setuid, setgid and sticky bits too: only for tarballs you trust.
+    *limits* (default :class:`TarLimits()`) bounds the members, their total size and
+    the expansion ratio.
     """
-    importer = _Importer()
     with _open(source, "r") as tar:
+        # A decompressing reader keeps the archive's own file object as .fileobj.
+        archive = getattr(tar.fileobj, "fileobj", tar.fileobj)
+        importer = _Importer(
+            0o7777 if keep_special_bits else 0o777, limits or TarLimits(), archive
+        )
         for member in tar:
+            importer.count(member)
             importer.add(member, tar)
     return importer.layer()
 
@@ -100,13 +137,18 @@ def extract_tar(
     target: str | os.PathLike[str],
     *,
     whiteouts: Literal["chardev", "xattr"] = "chardev",
+    keep_special_bits: bool = False,
+    limits: TarLimits | None = None,
 ) -> Layer:
     """Import *source* into the missing or empty directory *target* as an overlay layer.
 
     The tarball is fully read and checked first, so a bad member leaves *target*
-    untouched. Returns the layer that was written.
+    untouched. *target* must be missing or belong to this process's user. Setuid,
+    setgid and sticky bits are dropped unless *keep_special_bits* is true (see
+    :func:`read_tar`), and *limits* bounds what the tarball may hold. A layer that
+    cannot be written completely is removed again. Returns the layer that was written.
     """
-    layer = read_tar(source)
+    layer = read_tar(source, keep_special_bits=keep_special_bits, limits=limits)
     write_layer(layer, target, whiteouts=whiteouts)
     return layer
 
@@ -121,6 +163,14 @@ def _open(source: TarSource, mode: Literal["r", "w"]) -> tarfile.TarFile:
     return tarfile.open(fileobj=source, mode="w", format=tarfile.PAX_FORMAT)
 
 
+def _position(fileobj: object) -> int:
+    tell = getattr(fileobj, "tell", None)
+    try:
+        return int(tell()) if tell is not None else 0
+    except (OSError, ValueError):
+        return 0
+
+
 def _join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
@@ -132,6 +182,12 @@ def _normalise(name: str) -> str | None:
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise LayerError(f"member {name!r}: '..' would escape the layer")
+    for part in parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise LayerError(
+                f"member {name!r}: the name {part[:40]!r}... is {len(os.fsencode(part))} "
+                f"bytes long, more than a Linux file name may have ({NAME_MAX})"
+            )
     return "/".join(parts) or None
 
 
@@ -148,9 +204,39 @@ def _member(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
 class _Importer:
     """Builds a layer from tar members, refusing anything unsafe or ambiguous."""
 
-    def __init__(self) -> None:
+    def __init__(self, mode_mask: int, limits: TarLimits, archive: object) -> None:
+        self.mode_mask = mode_mask
+        self.limits = limits
+        # The file object the (compressed) archive is read from, to tell how much was read.
+        self.archive = archive
+        self.members = 0
+        self.size = 0
+        self.expanded = 0
         self.entries: dict[str, Entry] = {}
         self.explicit: set[str] = set()
+
+    def count(self, member: tarfile.TarInfo) -> None:
+        """Refuse *member* before its data is read if it takes the tarball over a limit."""
+        limits = self.limits
+        self.members += 1
+        if self.members > limits.max_members:
+            raise LayerError(
+                f"member {member.name!r}: the tarball has more than {limits.max_members} "
+                "members (TarLimits.max_members); pass limits=TarLimits(max_members=...) "
+                "to import it if you trust it"
+            )
+        if member.isreg():
+            self._charge(member, member.size)
+
+    def _charge(self, member: tarfile.TarInfo, size: int) -> None:
+        # Hard links count too: each becomes a full copy when the layer is written.
+        self.size += size
+        if self.size > self.limits.max_bytes:
+            raise LayerError(
+                f"member {member.name!r} ({size} bytes) takes the files of the tarball "
+                f"over {self.limits.max_bytes} bytes (TarLimits.max_bytes); pass "
+                "limits=TarLimits(max_bytes=...) to import it if you trust it"
+            )
 
     def layer(self) -> Layer:
         return Layer(self.entries)
@@ -218,13 +304,11 @@ class _Importer:
         self.explicit.add(path)
 
     def _entry(self, member: tarfile.TarInfo, tar: tarfile.TarFile) -> Entry:
-        mode = member.mode & 0o7777
+        mode = member.mode & self.mode_mask
         if member.isdir():
             return Dir(mode)
         if member.isreg():
-            extracted = tar.extractfile(member)
-            assert extracted is not None
-            return File(extracted.read(), mode)
+            return File(self._read(member, tar), mode)
         if member.issym():
             if not member.linkname:
                 raise LayerError(f"member {member.name!r}: symlink with an empty target")
@@ -237,6 +321,7 @@ class _Importer:
                     f"member {member.name!r}: hard link to {member.linkname!r}, which is not "
                     "a regular file earlier in this layer"
                 )
+            self._charge(member, len(found.data))
             return File(found.data, found.mode)
         if member.ischr() and member.devmajor == 0 and member.devminor == 0:
             return WHITEOUT  # overlayfs's own whiteout form, as tar of an upper dir has it
@@ -250,6 +335,24 @@ class _Importer:
             f"member {member.name!r} is {kind}; a layer holds files, directories, symlinks "
             "and whiteouts only"
         )
+
+    def _read(self, member: tarfile.TarInfo, tar: tarfile.TarFile) -> bytes:
+        """The member's data, read in chunks, refused as soon as it expands too much."""
+        extracted = tar.extractfile(member)
+        assert extracted is not None
+        chunks = []
+        while chunk := extracted.read(_CHUNK):
+            chunks.append(chunk)
+            self.expanded += len(chunk)
+            read = _position(self.archive)
+            if self.expanded > RATIO_FLOOR and self.expanded > self.limits.max_ratio * read:
+                raise LayerError(
+                    f"member {member.name!r}: {read} bytes of the archive expand to more "
+                    f"than {self.expanded}, over {self.limits.max_ratio:g} times as much "
+                    "(TarLimits.max_ratio: an archive bomb?); pass "
+                    "limits=TarLimits(max_ratio=...) to import it if you trust it"
+                )
+        return b"".join(chunks)
 
     def _expect_regular(self, member: tarfile.TarInfo, what: str) -> None:
         if not member.isreg():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -87,14 +88,22 @@ def _check_layout(lowers: Sequence[Path], workspace: Path | None) -> None:
                     f"lower layer {b} lies inside lower layer {a}: layers must be disjoint "
                     "directories"
                 )
-    if workspace is not None:
-        resolved = workspace.resolve()
-        for lower in lowers:
-            if resolved.is_relative_to(lower):
-                raise OverlayError(
-                    f"the workspace {resolved} lies inside lower layer {lower}: the upper "
-                    "layer would write into the base; choose a workspace outside it"
-                )
+    # The default workspace is checked as well as an explicit one: TMPDIR inside the
+    # base would put the upper layer there (and the copy backend would copy its own copy).
+    resolved = Path(tempfile.gettempdir() if workspace is None else workspace).resolve()
+    for lower in lowers:
+        if not resolved.is_relative_to(lower):
+            continue
+        if workspace is None:
+            raise OverlayError(
+                f"the temporary directory {resolved} (TMPDIR) lies inside lower layer "
+                f"{lower}: the upper layer would write into the base; set TMPDIR to a "
+                "directory outside it, or pass workspace= a directory outside it"
+            )
+        raise OverlayError(
+            f"the workspace {resolved} lies inside lower layer {lower}: the upper "
+            "layer would write into the base; choose a workspace outside it"
+        )
 
 
 @final

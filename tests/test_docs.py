@@ -1,4 +1,4 @@
-"""The docs' comparison table of backends matches the declared deviations."""
+"""The docs match the code: the backends table, the attack tests named in security.rst."""
 
 from __future__ import annotations
 
@@ -21,3 +21,15 @@ def test_backend_comparison_table_matches_the_code() -> None:
         values = re.findall(r"- (\w+)", cells)
         expected = ["differs" if key in b.deviations else "same" for b in builtin_backends()]
         assert values == expected, (key, names)
+
+
+def test_every_attack_test_named_in_the_security_page_exists() -> None:
+    text = (DOCS / "security.rst").read_text()
+    named = set(re.findall(r"``(test_\w+)``", text))
+    defined = {
+        name
+        for path in Path(__file__).parent.glob("test_*.py")
+        for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)
+    }
+    assert len(named) >= 12
+    assert named - defined == set()

@@ -86,3 +86,9 @@ def test_mount_failure_reports_the_daemon_message(tmp_path: Path) -> None:
     with pytest.raises(OverlayError, match=expected):
         FUSE.mount([tmp_path / "missing"], space)
     assert not os.path.ismount(space.merged)
+    # The daemon's own complaint, with its /proc/self/fd/N names replaced by the lowers.
+    space.upper.rmdir()
+    with pytest.raises(OverlayError, match=r"over lowers \[0: .*\]: .*upper") as info:
+        FUSE.mount([tmp_path], space)
+    assert "/proc/self/fd" not in str(info.value)
+    assert not os.path.ismount(space.merged)

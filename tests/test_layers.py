@@ -329,7 +329,7 @@ def test_write_layer_refuses_a_target_with_content(tmp_path: Path, content: str)
 def test_write_layer_names_the_alternative_when_whiteouts_are_not_allowed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(*args: object) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
         raise PermissionError(errno.EPERM, "Operation not permitted")
 
     monkeypatch.setattr(os, "mknod", refuse)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,56 @@ def test_keeper_drops_the_oldest(tmp_path: Path) -> None:
     assert Keeper("failed", 1, tmp_path).wants(True)
     assert not Keeper("failed", 1, tmp_path).wants(False)
     assert set(os.listdir(tmp_path / "kept")) == {"b", "c"}
+
+
+def _readable_by_nobody(path: Path) -> bool:
+    """Whether uid/gid 65534 (a second local user) can read *path* (needs root)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            path.read_bytes()
+        except OSError:
+            os._exit(1)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+SECRET_SUITE = """
+import pytest
+
+@pytest.mark.overlay("base")
+def test_writes_a_credential(overlay_stack):
+    (overlay_stack.merged / "token").write_text("s3cret")
+    assert False
+"""
+
+
+# "auto" puts the workspace on a tmpfs wherever one can be mounted (the kept layer is
+# then copied off it); "disk" keeps it on disk (the layer is moved).
+@pytest.mark.parametrize("workspace", ["auto", "disk"])
+def test_kept_layers_are_private_to_their_owner(pytester: pytest.Pytester, workspace: str) -> None:
+    # A kept upper holds whatever the test wrote (credentials in fixtures, say): other
+    # local users must not read it, whether it was moved or copied off the tmpfs, and
+    # even where the basetemp above it is open to them.
+    make_tree(pytester.path / "base", {"f.txt": "f"})
+    os.chmod(pytester.path / "base", 0o755)
+    pytester.makepyfile(test_secret=SECRET_SUITE)
+    outer = Path(tempfile.mkdtemp(prefix="pytest-overlay-kept-"))
+    try:
+        basetemp = outer / "bt"
+        result = pytester.runpytest(f"--basetemp={basetemp}", f"--overlay-workspace={workspace}")
+        result.assert_outcomes(failed=1)
+        kept_root = basetemp / "overlay-kept"
+        (kept,) = kept_root.iterdir()
+        assert (kept / "token").read_text() == "s3cret"
+        assert os.stat(kept_root).st_mode & 0o077 == 0
+        if os.geteuid() == 0:
+            os.chmod(outer, 0o755)
+            os.chmod(basetemp, 0o755)
+            assert not _readable_by_nobody(kept / "token")
+    finally:
+        shutil.rmtree(outer)

@@ -99,35 +99,50 @@ class FuseBackend:
         exe = self._executable()
         if exe is None:
             raise BackendUnavailable(f"fuse-overlayfs is not installed: {_INSTALL_HINT}")
-        # fuse-overlayfs splits lowerdir on ':' with no escape, so each layer is reached
-        # through a symlink with a plain name, and all paths are relative to the workspace.
-        links = space.root / "lowers"
-        shutil.rmtree(links, ignore_errors=True)
-        links.mkdir()
-        for index, lower in enumerate(lowers):
-            (links / str(index)).symlink_to(lower)
-        lowerdir = ":".join(f"lowers/{i}" for i in range(len(lowers)))
+        # fuse-overlayfs splits lowerdir on ':' with no escape, so each layer is handed to
+        # the daemon as an open descriptor (/proc/self/fd/N, a plain name). No symlink to a
+        # lower may lie in the workspace: merged/.. is the workspace, and a link in the
+        # base climbing out of it (parent -> ..) would reach the real lower through one.
+        fds: list[int] = []
+        try:
+            for lower in lowers:
+                fds.append(os.open(lower, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            layers = ", ".join(f"{i}: {p}" for i, p in enumerate(lowers))
+            raise OverlayError(
+                f"fuse-overlayfs did not mount {space.merged} over lowers [{layers}]: "
+                f"cannot open {exc.filename}: {exc.strerror}"
+            ) from None
+        lowerdir = ":".join(f"/proc/self/fd/{fd}" for fd in fds)
         options = [f"lowerdir={_escape_option(lowerdir)}", "upperdir=upper", "workdir=work"]
         command = [exe, "-f", "-o", ",".join(options), "merged"]
         log_path = space.root / "fuse-overlayfs.log"
         # In a user namespace the daemon needs the mount capability itself (ambient).
-        with _namespace.mount_privileges(for_children=True), open(log_path, "wb") as log:
-            daemon = subprocess.Popen(
-                command,
-                cwd=space.root,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                preexec_fn=_die_with_parent,
-            )
+        try:
+            with _namespace.mount_privileges(for_children=True), open(log_path, "wb") as log:
+                daemon = subprocess.Popen(
+                    command,
+                    cwd=space.root,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    preexec_fn=_die_with_parent,
+                    pass_fds=fds,
+                )
+        finally:
+            for fd in fds:
+                os.close(fd)
         deadline = time.monotonic() + _MOUNT_TIMEOUT
         while not os.path.ismount(space.merged):
             if daemon.poll() is not None or time.monotonic() > deadline:
                 daemon.kill()
                 daemon.wait()
                 lines = log_path.read_text(errors="replace").splitlines()
-                # "lowers/N" in its messages is layer N of the list given below.
                 message = "; ".join(line for line in lines if "argument ignored" not in line)
+                for fd, lower in zip(fds, lowers, strict=True):
+                    message = message.replace(f"/proc/self/fd/{fd}", str(lower))
                 layers = ", ".join(f"{i}: {p}" for i, p in enumerate(lowers))
                 raise OverlayError(
                     f"fuse-overlayfs did not mount {space.merged} over lowers [{layers}]: "

@@ -114,14 +114,21 @@ class _Copier:
                     self.try_reflink = False
             _copy_data(fsrc.fileno(), fdst.fileno())
 
-    def _symlink_target(self, target: str) -> str:
-        # An absolute link into a lower layer would let writes through it reach the base:
-        # point it at the same place inside the copy instead.
+    def _symlink_target(self, target: str, dest: str) -> str:
+        # A link that leads into a lower layer would let writes through it reach the base:
+        # point it at the same place inside the copy instead. Where it leads is asked of
+        # the filesystem (realpath), not of the spelling: a link through another path to
+        # the base (an alias symlink, or '..' up to / and down again) leads there too.
         if os.path.isabs(target):
-            normal = os.path.normpath(target)
-            for lower in self.lowers:
-                if normal == lower or normal.startswith(lower + os.sep):
-                    return os.path.join(self.target, os.path.relpath(normal, lower))
+            where = target
+        else:
+            where = os.path.normpath(os.path.join(os.path.dirname(dest), target))
+            if where == self.target or where.startswith(self.target + os.sep):
+                return target  # stays inside the copy
+        real = os.path.realpath(where)
+        for lower in self.lowers:
+            if real == lower or real.startswith(lower + os.sep):
+                return os.path.join(self.target, os.path.relpath(real, lower))
         return target
 
     def fill(self, rel: str, sources: list[str], dest: str) -> None:
@@ -173,7 +180,7 @@ class _Copier:
         elif stat.S_ISREG(mode):
             self._copy_file(src, dest, st)
         elif stat.S_ISLNK(mode):
-            os.symlink(self._symlink_target(os.readlink(src)), dest)
+            os.symlink(self._symlink_target(os.readlink(src), dest), dest)
         elif stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
             # A new inode of the same type: nothing listens on a socket that is copied.
             os.mknod(dest, stat.S_IFMT(mode) | 0o600)

@@ -6,6 +6,7 @@ Readers must know every marker that overlayfs, fuse-overlayfs and kernels >= 6.7
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -117,55 +118,30 @@ def write_layer(
     directories get ``<namespace>.overlay.opaque=y``; *xattr_namespace* defaults to
     :func:`default_xattr_namespace`. Modes are set exactly (the umask does not apply);
     directory modes are set last so that read-only directories can still be filled.
+
+    Every step is taken relative to a directory file descriptor opened with
+    ``O_NOFOLLOW``, so a directory swapped for a symlink while the layer is written
+    fails the write instead of redirecting it. *path* must belong to this process's
+    user: anyone else who owns it could change it under the writer.
     """
     if not isinstance(layer, Layer):
         layer = Layer(layer)
     namespace = xattr_namespace or default_xattr_namespace()
-    root = Path(path)
-    try:
-        root.mkdir()
-    except FileExistsError:
-        if not root.is_dir() or root.is_symlink() or any(root.iterdir()):
-            raise LayerError(
-                f"{str(root)!r} must be a missing or empty directory: writing a layer into "
-                "existing content could follow symlinks out of it"
-            ) from None
     if whiteouts == "xattr":
         _check_xattr_whiteouts(layer)
-    for rel, entry in layer.items():
-        target = root / rel
-        if isinstance(entry, Dir):
-            target.mkdir()
-            if entry.opaque:
-                os.setxattr(target, f"{namespace}.overlay.opaque", b"y")
-        elif isinstance(entry, File):
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with open(fd, "wb") as f:
-                f.write(entry.data)
-                os.fchmod(fd, entry.mode)
-        elif isinstance(entry, Symlink):
-            os.symlink(entry.target, target)
-        elif whiteouts == "xattr":
-            _write_xattr_whiteout(root, rel, namespace)
-        else:
-            _write_chardev_whiteout(target)
-    # Children first, so that a directory without write permission is filled before it
-    # is closed.
-    for rel in reversed(list(layer)):
-        entry = layer[rel]
-        if isinstance(entry, Dir):
-            os.chmod(root / rel, entry.mode)
-
-
-def _write_chardev_whiteout(target: Path) -> None:
+    shown = os.fspath(path)
+    root_fd, created = _open_target(shown)
     try:
-        os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
-    except PermissionError as exc:
-        raise LayerError(
-            f"cannot create the whiteout {str(target)!r} as a character device 0/0 "
-            f"({exc.strerror}); write the layer with whiteouts='xattr' (kernel >= 6.7) or "
-            "export it as an OCI tarball with pytest_overlay.oci.write_tar"
-        ) from exc
+        _LayerWriter(layer, shown, whiteouts, namespace).fill(root_fd, "")
+    except BaseException:
+        # Half a layer reads back as a different layer: leave nothing behind.
+        _clear(root_fd)
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(shown)
+        raise
+    finally:
+        os.close(root_fd)
 
 
 def _check_xattr_whiteouts(layer: Layer) -> None:
@@ -184,13 +160,196 @@ def _check_xattr_whiteouts(layer: Layer) -> None:
                 )
 
 
-def _write_xattr_whiteout(root: Path, rel: str, namespace: str) -> None:
-    target = root / rel
-    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
-    os.setxattr(target, f"{namespace}.overlay.whiteout", b"y")
+# Directories are opened for reading (listing, fchmod, fsetxattr) and never through a
+# symlink; O_CLOEXEC so that a subprocess a test starts from another thread inherits none.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# Errors that mean an entry changed under the writer: a directory became a symlink
+# (ELOOP) or something else (ENOTDIR), or a name appeared before we created it (EEXIST).
+_RACE_ERRNOS = frozenset({errno.ELOOP, errno.ENOTDIR, errno.EEXIST})
+
+
+def _open_target(path: str) -> tuple[int, bool]:
+    """Open (creating it if missing) the empty directory *path*, owned by this user.
+
+    Returns the descriptor and whether the directory was created.
+    """
+    parent, name = os.path.split(os.path.abspath(path))
+    parent_fd = _open_resolved(parent, path)
     try:
-        os.setxattr(target.parent, f"{namespace}.overlay.opaque", b"x", os.XATTR_CREATE)
-    except OSError as exc:
-        # EEXIST: an earlier whiteout in the same directory already marked it.
-        if exc.errno != errno.EEXIST:
-            raise
+        try:
+            os.mkdir(name, dir_fd=parent_fd)
+            created = True
+        except FileExistsError:
+            created = False
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        except OSError as exc:
+            if exc.errno not in _RACE_ERRNOS:
+                raise
+            raise _not_empty(path) from None
+    finally:
+        os.close(parent_fd)
+    try:
+        _check_owner(fd, path)
+        if not created and os.listdir(fd):
+            raise _not_empty(path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, created
+
+
+def _clear(dir_fd: int) -> None:
+    """Delete everything below *dir_fd*, through descriptors, following no symlink.
+
+    A directory's mode may deny us entry: it is opened up through an ``O_PATH``
+    descriptor (``/proc/self/fd/N`` names that very directory, never a link's target).
+    """
+    with os.scandir(dir_fd) as it:
+        entries = list(it)
+    for entry in entries:
+        if not entry.is_dir(follow_symlinks=False):
+            os.unlink(entry.name, dir_fd=dir_fd)
+            continue
+        handle = os.open(entry.name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+        try:
+            os.chmod(f"/proc/self/fd/{handle}", stat.S_IRWXU)
+        finally:
+            os.close(handle)
+        child = os.open(entry.name, _DIR_FLAGS, dir_fd=dir_fd)
+        try:
+            _clear(child)
+        finally:
+            os.close(child)
+        os.rmdir(entry.name, dir_fd=dir_fd)
+
+
+def _open_resolved(directory: str, target: str) -> int:
+    """An ``O_PATH`` descriptor of *directory*, walked from ``/`` without following links.
+
+    Symlinks in the path as given are resolved once, up front; one that appears later
+    (an ancestor swapped for a link during the walk) fails the walk instead of moving it.
+    ``O_PATH`` needs only search permission, like a path lookup.
+    """
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in os.path.realpath(directory).split("/"):
+            if not part:
+                continue
+            try:
+                child = os.open(part, os.O_PATH | _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                raise LayerError(
+                    f"{target!r}: the parent directory {directory!r} changed while it was "
+                    "being opened (a component became a symlink or a file); nothing was "
+                    "written. Write layers under directories no other user can change"
+                ) from None
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_owner(fd: int, path: str) -> None:
+    owner = os.fstat(fd).st_uid
+    if owner != os.geteuid():
+        raise LayerError(
+            f"{path!r} belongs to uid {owner}, not to this process (uid {os.geteuid()}): "
+            "its owner could swap what is inside for symlinks while the layer is written. "
+            "Write the layer into a missing path or a directory of your own"
+        )
+
+
+def _not_empty(path: str) -> LayerError:
+    return LayerError(
+        f"{path!r} must be a missing or empty directory: writing a layer into "
+        "existing content could follow symlinks out of it"
+    )
+
+
+class _LayerWriter:
+    """Writes one layer below a directory descriptor, one directory at a time.
+
+    Only the descriptors of the directories on the way down are open at once, so the
+    depth of the layer, not its size, bounds them.
+    """
+
+    def __init__(self, layer: Layer, root: str, whiteouts: str, namespace: str) -> None:
+        self.layer = layer
+        self.root = root
+        self.whiteouts = whiteouts
+        self.namespace = namespace
+
+    def fill(self, dir_fd: int, prefix: str) -> None:
+        for name in self.layer.children(prefix):
+            rel = f"{prefix}/{name}" if prefix else name
+            try:
+                self._write(dir_fd, name, rel, self.layer[rel])
+            except OSError as exc:
+                if exc.errno not in _RACE_ERRNOS:
+                    raise
+                raise LayerError(
+                    f"{os.path.join(self.root, rel)!r} changed while the layer was being "
+                    f"written ({exc.strerror}): another process is changing the target. "
+                    "Nothing was written outside it; write into a directory only you use"
+                ) from None
+
+    def _write(self, dir_fd: int, name: str, rel: str, entry: Entry) -> None:
+        if isinstance(entry, Dir):
+            # 0o700 until it is filled: no one else may add to it in between.
+            os.mkdir(name, 0o700, dir_fd=dir_fd)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+            try:
+                _check_owner(fd, os.path.join(self.root, rel))
+                if entry.opaque:
+                    os.setxattr(fd, f"{self.namespace}.overlay.opaque", b"y")
+                self.fill(fd, rel)
+                # Children first, so that a directory without write permission is filled
+                # before it is closed.
+                os.fchmod(fd, entry.mode)
+            finally:
+                os.close(fd)
+        elif isinstance(entry, File):
+            fd = os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd)
+            try:
+                view = memoryview(entry.data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fchmod(fd, entry.mode)
+            finally:
+                os.close(fd)
+        elif isinstance(entry, Symlink):
+            os.symlink(entry.target, name, dir_fd=dir_fd)
+        elif self.whiteouts == "xattr":
+            self._write_xattr_whiteout(dir_fd, name)
+        else:
+            self._write_chardev_whiteout(dir_fd, name, rel)
+
+    def _write_chardev_whiteout(self, dir_fd: int, name: str, rel: str) -> None:
+        try:
+            os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=dir_fd)
+        except PermissionError as exc:
+            raise LayerError(
+                f"cannot create the whiteout {os.path.join(self.root, rel)!r} as a character "
+                f"device 0/0 ({exc.strerror}); write the layer with whiteouts='xattr' "
+                "(kernel >= 6.7) or export it as an OCI tarball with "
+                "pytest_overlay.oci.write_tar"
+            ) from exc
+
+    def _write_xattr_whiteout(self, dir_fd: int, name: str) -> None:
+        fd = os.open(name, _NEW_FILE_FLAGS, 0o644, dir_fd=dir_fd)
+        try:
+            os.setxattr(fd, f"{self.namespace}.overlay.whiteout", b"y")
+        finally:
+            os.close(fd)
+        try:
+            os.setxattr(dir_fd, f"{self.namespace}.overlay.opaque", b"x", os.XATTR_CREATE)
+        except OSError as exc:
+            # EEXIST: an earlier whiteout in the same directory already marked it.
+            if exc.errno != errno.EEXIST:
+                raise

@@ -6,6 +6,8 @@ Modelled on pytest's ``tmp_path_retention_policy``: a policy (``failed``, ``all`
 
 from __future__ import annotations
 
+import os
+import stat
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +61,9 @@ class Keeper:
         """A fresh path for the upper layer of the test *name* (not created yet)."""
         safe = safe_name(name, 60, "test")
         self._root.mkdir(parents=True, exist_ok=True)
+        # A kept layer holds whatever the test wrote, credentials included: only its
+        # owner may enter, whatever the modes of the basetemp above it.
+        os.chmod(self._root, stat.S_IRWXU)
         candidate, n = self._root / safe, 1
         while candidate.exists():
             n += 1
