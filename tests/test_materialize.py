@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_overlay import OverlayWarning
 from pytest_overlay._backends.materialize import diff_baseline, materialize, write_upper
 from pytest_overlay.changes import Change, ChangeKind, diff_upper
 from tests.helpers import make_tree
@@ -32,14 +33,48 @@ def test_copy_preserves_content_modes_times_and_links(tmp_path: Path) -> None:
     assert diff_baseline(target, baseline) == []
 
 
-def test_sockets_and_devices_are_left_out(tmp_path: Path) -> None:
+def test_sockets_are_copied_as_new_socket_inodes(tmp_path: Path) -> None:
     base = make_tree(tmp_path / "base", {"f": "f"})
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(os.fspath(base / "sock"))
         target = make_tree(tmp_path / "copy", {})
         baseline = materialize([base], target)
+    assert sorted(os.listdir(target)) == ["f", "sock"]
+    assert stat.S_ISSOCK(os.lstat(target / "sock").st_mode)
+    assert diff_baseline(target, baseline) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can make a base with a device")
+def test_a_device_node_the_user_may_not_create_is_left_out_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = make_tree(tmp_path / "base", {"f": "f"})
+    os.mknod(base / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    target = make_tree(tmp_path / "copy", {})
+    real_mknod = os.mknod
+
+    def mknod_as_ordinary_user(path: str, mode: int = 0o600, device: int = 0) -> None:
+        if stat.S_ISCHR(mode) and device:
+            raise PermissionError(1, "Operation not permitted", path)
+        real_mknod(path, mode, device)
+
+    monkeypatch.setattr(os, "mknod", mknod_as_ordinary_user)
+    with pytest.warns(OverlayWarning, match="leaves out the device node 'null'"):
+        baseline = materialize([base], target)
     assert os.listdir(target) == ["f"]
     assert diff_baseline(target, baseline) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can make a base with a device")
+def test_root_copies_device_nodes(tmp_path: Path) -> None:
+    base = make_tree(tmp_path / "base", {})
+    os.mknod(base / "null", 0o640 | stat.S_IFCHR, os.makedev(1, 3))
+    target = make_tree(tmp_path / "copy", {})
+    materialize([base], target)
+    st = os.lstat(target / "null")
+    assert stat.S_ISCHR(st.st_mode)
+    assert st.st_rdev == os.makedev(1, 3)
+    assert stat.S_IMODE(st.st_mode) == 0o640
 
 
 def test_writes_through_a_hard_link_do_not_reach_the_base(tmp_path: Path) -> None:
