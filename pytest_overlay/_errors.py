@@ -1,6 +1,9 @@
-"""The package's one exception type, carrying what went wrong and how to fix it."""
+"""The package's exception types, carrying what went wrong and how to fix it, and the
+helper that keeps their listings short."""
 
 from __future__ import annotations
+
+from collections.abc import Collection, Sequence
 
 
 class OverlayError(Exception):
@@ -13,3 +16,15 @@ class OverlayError(Exception):
 
 class BackendUnavailable(OverlayError):
     """No mechanism that can mount a union works in this process (see the message)."""
+
+
+def layer_list(
+    layers: Sequence[object], *, shown: int = 3, also: Collection[int] = (), numbered: bool = False
+) -> str:
+    """*layers* for a message: a stack may have 500, so only the top *shown* ones and those
+    at the indices in *also* (e.g. named by a mount helper's error), then how many more."""
+    keep = sorted({*range(min(shown, len(layers))), *(i for i in also if 0 <= i < len(layers))})
+    parts = [f"{i}: {layers[i]}" if numbered else str(layers[i]) for i in keep]
+    if len(keep) < len(layers):
+        parts.append(f"... {len(layers) - len(keep)} more of {len(layers)} layers")
+    return "[" + ", ".join(parts) + "]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import final
 
 from pytest_overlay._backends.probe import trial_mount
-from pytest_overlay._errors import BackendUnavailable, OverlayError
+from pytest_overlay._errors import BackendUnavailable, OverlayError, layer_list
 from pytest_overlay._layers.changes import Change, diff_upper
 from pytest_overlay._linux import mount as _mount
 from pytest_overlay._linux import namespace as _namespace
@@ -126,9 +127,10 @@ class FuseBackend:
                 lines = log_path.read_text(errors="replace").splitlines()
                 # "lowers/N" in its messages is layer N of the list given below.
                 message = "; ".join(line for line in lines if "argument ignored" not in line)
-                layers = ", ".join(f"{i}: {p}" for i, p in enumerate(lowers))
+                named = {int(n) for n in re.findall(r"lowers/(\d+)", message)}
+                layers = layer_list(lowers, also=named, numbered=True)
                 raise OverlayError(
-                    f"fuse-overlayfs did not mount {space.merged} over lowers [{layers}]: "
+                    f"fuse-overlayfs did not mount {space.merged} over lowers {layers}: "
                     f"{message or 'timed out'}"
                 )
             time.sleep(0.0005)
