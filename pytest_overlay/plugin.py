@@ -95,9 +95,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "overlay_base",
-        type="paths",
-        help="base directories (lower layers, top-most first) of overlay_stack for tests "
-        "without an overlay marker; relative to the configuration file's directory",
+        # One path per line, spaces and all: "paths" would split a line on whitespace.
+        type="linelist",
+        help="base directories (lower layers, top-most first, one per line) of "
+        "overlay_stack for tests without an overlay marker; relative to the configuration "
+        "file's directory",
     )
     _snapshot_fixtures.addoption(parser)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,14 +73,43 @@ def base_layers(item: pytest.Item) -> tuple[Path | Snapshot, ...]:
                 )
             layers.append(here / Path(arg))
         return tuple(layers)
-    configured = item.config.getini("overlay_base")
+    configured = ini_base(item.config)
     if configured:
-        return tuple(Path(p) for p in configured)
+        return configured
     raise pytest.UsageError(
         f"{item.nodeid} uses overlay_stack but no base directory is configured: mark the "
         "test with @pytest.mark.overlay('path/to/base'), or set 'overlay_base = path/to/base' "
         "in the [pytest] section of your configuration file"
     )
+
+
+def ini_base(config: pytest.Config) -> tuple[Path, ...]:
+    """The ``overlay_base`` ini key: one path per line, relative to the configuration file.
+
+    A whole line is one path, spaces included. Quotes around a line are dropped: they were
+    the way to write a space when lines were split on whitespace.
+    """
+    lines: list[str] = config.getini("overlay_base")
+    here = config.inipath.parent if config.inipath is not None else config.invocation_params.dir
+    paths = []
+    for line in lines:
+        path = here / _unquote(line)
+        if not path.exists() and len(line.split()) > 1:
+            words = [here / word for word in shlex.split(line)]
+            if all(word.exists() for word in words):
+                raise pytest.UsageError(
+                    f"overlay_base: {line!r} does not exist, but each word of it does; "
+                    "overlay_base takes one path per line, so write:\n    overlay_base =\n"
+                    + "".join(f"        {word}\n" for word in shlex.split(line))
+                )
+        paths.append(path)
+    return tuple(paths)
+
+
+def _unquote(line: str) -> str:
+    if len(line) >= 2 and line[0] == line[-1] and line[0] in "'\"":
+        return line[1:-1]
+    return line
 
 
 #: Values of ``--overlay-workspace``: where upper layers live (see ``_linux.tmpfs``).
