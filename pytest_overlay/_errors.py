@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
+import pytest
+
 
 class OverlayError(Exception):
     """A union could not be set up, used or torn down.
@@ -16,6 +18,13 @@ class OverlayError(Exception):
 
 class BackendUnavailable(OverlayError):
     """No mechanism that can mount a union works in this process (see the message)."""
+
+
+class OverlayWarning(pytest.PytestWarning):
+    """pytest-overlay's warnings: something works, but probably not as meant.
+
+    Make them errors with ``-W error::pytest_overlay.OverlayWarning``.
+    """
 
 
 def layer_list(

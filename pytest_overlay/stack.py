@@ -29,6 +29,7 @@ from pytest_overlay._layers import statediff as _statediff
 from pytest_overlay._layers.changes import Change
 from pytest_overlay._linux import busy as _busy
 from pytest_overlay._linux.mount import MAX_LOWER_LAYERS
+from pytest_overlay._linux.pseudofs import pseudo_filesystem
 from pytest_overlay._linux.workspace import Workspace, create_workspace, remove_workspace
 from pytest_overlay.snapshot import Snapshot, chain_of, make_snapshot
 
@@ -58,6 +59,19 @@ def _check_lower(raw: LayerLike) -> Path:
     if not resolved.is_dir():
         raise OverlayError(
             f"lower layer {str(raw)!r} is not a directory: a layer is a directory tree"
+        )
+    if resolved == Path(resolved.anchor):
+        # It holds pytest's own workspace, /proc and /sys, and a copy would take it all.
+        raise OverlayError(
+            f"lower layer {str(raw)!r} is the root of the filesystem: use a directory that "
+            "holds just the files the test needs (a copy of them, or a subdirectory)"
+        )
+    kind = pseudo_filesystem(resolved)
+    if kind is not None:
+        raise OverlayError(
+            f"lower layer {str(raw)!r} is on {kind}, a pseudo filesystem whose files the "
+            "kernel makes up as they are read, which no backend can use as a layer: copy "
+            "the files the test needs into a directory and use that"
         )
     return resolved
 
