@@ -1,7 +1,9 @@
 """The package's exception types and its warning category, each saying what went wrong and
-how to fix it."""
+how to fix it, and the helper that keeps their listings short."""
 
 from __future__ import annotations
+
+from collections.abc import Collection, Sequence
 
 import pytest
 
@@ -19,7 +21,19 @@ class BackendUnavailable(OverlayError):
 
 
 class OverlayWarning(pytest.PytestWarning):
-    """Something pytest-overlay did differently from what was asked, or left out.
+    """pytest-overlay's warnings: something works, but probably not as meant.
 
-    Turn it into an error with ``-W error::pytest_overlay.OverlayWarning``.
+    Make them errors with ``-W error::pytest_overlay.OverlayWarning``.
     """
+
+
+def layer_list(
+    layers: Sequence[object], *, shown: int = 3, also: Collection[int] = (), numbered: bool = False
+) -> str:
+    """*layers* for a message: a stack may have 500, so only the top *shown* ones and those
+    at the indices in *also* (e.g. named by a mount helper's error), then how many more."""
+    keep = sorted({*range(min(shown, len(layers))), *(i for i in also if 0 <= i < len(layers))})
+    parts = [f"{i}: {layers[i]}" if numbered else str(layers[i]) for i in keep]
+    if len(keep) < len(layers):
+        parts.append(f"... {len(layers) - len(keep)} more of {len(layers)} layers")
+    return "[" + ", ".join(parts) + "]"

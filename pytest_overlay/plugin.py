@@ -19,7 +19,10 @@ from pytest_overlay._linux import namespace as _namespace
 from pytest_overlay._linux import sweep as _sweep
 from pytest_overlay._linux import tmpfs as _tmpfs
 from pytest_overlay._plugin import config as _config
+from pytest_overlay._plugin import fixture_hints as _fixture_hints
 from pytest_overlay._plugin import info as _info
+from pytest_overlay._plugin import markers as _markers
+from pytest_overlay._plugin import outcomes as _outcomes
 from pytest_overlay._plugin import per_example as _per_example
 from pytest_overlay._plugin import retention as _retention
 from pytest_overlay._plugin import session as _session
@@ -96,9 +99,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "overlay_base",
-        type="paths",
-        help="base directories (lower layers, top-most first) of overlay_stack for tests "
-        "without an overlay marker; relative to the configuration file's directory",
+        # One path per line, spaces and all: "paths" would split a line on whitespace.
+        type="linelist",
+        help="base directories (lower layers, top-most first, one per line) of "
+        "overlay_stack for tests without an overlay marker; relative to the configuration "
+        "file's directory",
     )
     _snapshot_fixtures.addoption(parser)
 
@@ -151,6 +156,21 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
             config._ensure_unconfigure()
         return 0
     return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makeitem(
+    collector: pytest.Module | pytest.Class, name: str, obj: object
+) -> Generator[None, object, object]:
+    result = yield
+    _markers.check_collected(result)
+    return result
+
+
+# Before -k and -m deselect tests: a marker is read if any test under it uses the fixture.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    _markers.warn_unread(items, _FIXTURES)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -214,13 +234,13 @@ def overlay_stack(
     try:
         layers = _config.base_layers(request.node)
     except pytest.UsageError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        _outcomes.fail(str(exc))
     try:
         stack = overlay_stack_factory.mount(layers, name=request.node.name)
     except BackendUnavailable as exc:
         pytest.skip(f"pytest-overlay cannot mount here: {exc}")
     except OverlayError as exc:
-        pytest.fail(f"overlay_stack: {exc}", pytrace=False)
+        _outcomes.fail(f"overlay_stack: {exc}")
     request.node.stash[_STACK] = stack
     try:
         yield stack
@@ -248,6 +268,8 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
+    if report.failed and report.when == "setup":
+        _fixture_hints.add_hint(report, call)
     if report.failed and report.when in ("setup", "call"):
         item.stash[_FAILED] = True
         stack = item.stash.get(_STACK, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import tempfile
 from collections.abc import Sequence
@@ -24,11 +25,12 @@ from pytest_overlay._chain import (
     layer_path,
     root_attributes,
 )
-from pytest_overlay._errors import OverlayError
+from pytest_overlay._errors import OverlayError, layer_list
 from pytest_overlay._layers import statediff as _statediff
 from pytest_overlay._layers.changes import Change
 from pytest_overlay._linux import busy as _busy
 from pytest_overlay._linux.mount import MAX_LOWER_LAYERS
+from pytest_overlay._linux.pseudofs import pseudo_filesystem
 from pytest_overlay._linux.workspace import Workspace, create_workspace, remove_workspace
 from pytest_overlay.snapshot import Snapshot, chain_of, make_snapshot
 
@@ -59,10 +61,39 @@ def _check_lower(raw: LayerLike) -> Path:
         raise OverlayError(
             f"lower layer {str(raw)!r} is not a directory: a layer is a directory tree"
         )
+    if resolved == Path(resolved.anchor):
+        # It holds pytest's own workspace, /proc and /sys, and a copy would take it all.
+        raise OverlayError(
+            f"lower layer {str(raw)!r} is the root of the filesystem: use a directory that "
+            "holds just the files the test needs (a copy of them, or a subdirectory)"
+        )
+    kind = pseudo_filesystem(resolved)
+    if kind is not None:
+        raise OverlayError(
+            f"lower layer {str(raw)!r} is on {kind}, a pseudo filesystem whose files the "
+            "kernel makes up as they are read, which no backend can use as a layer: copy "
+            "the files the test needs into a directory and use that"
+        )
     return resolved
 
 
+def _count_layers(lowers: Sequence[BaseLike]) -> int:
+    return sum(len(chain_of(item)) if isinstance(item, Snapshot) else 1 for item in lowers)
+
+
+def _check_count(count: int) -> None:
+    # The kernel's limit, applied to every backend (fuse-overlayfs and the copy would take
+    # more), so that a suite does not depend on the machine that runs it.
+    if count > MAX_LOWER_LAYERS:
+        raise OverlayError(
+            f"{count} lower layers given, but overlayfs stacks at most {MAX_LOWER_LAYERS}: "
+            "merge some layers first (for example by taking a snapshot)"
+        )
+
+
 def _expand(lowers: Sequence[BaseLike]) -> tuple[Layer, ...]:
+    # Counted before any path is resolved: too many layers is refused before any work.
+    _check_count(_count_layers(lowers))
     chain: list[Layer] = []
     for item in lowers:
         if isinstance(item, Snapshot):
@@ -73,6 +104,10 @@ def _expand(lowers: Sequence[BaseLike]) -> tuple[Layer, ...]:
 
 
 def _check_layout(lowers: Sequence[Path], workspace: Path | None) -> None:
+    """Refuse a layer given twice, nested layers, and a workspace inside a layer.
+
+    O(n log n) in the number of layers: a stack may have 500.
+    """
     seen: dict[Path, int] = {}
     for index, lower in enumerate(lowers):
         if lower in seen:
@@ -81,27 +116,29 @@ def _check_layout(lowers: Sequence[Path], workspace: Path | None) -> None:
                 "list each layer once"
             )
         seen[lower] = index
-    for a in lowers:
-        for b in lowers:
-            if a != b and b.is_relative_to(a):
-                raise OverlayError(
-                    f"lower layer {b} lies inside lower layer {a}: layers must be disjoint "
-                    "directories"
-                )
+    # Sorted by their components, a directory comes right before the first path inside
+    # it (anything between them would be inside it too), so neighbours are enough.
+    ordered = sorted(lowers, key=lambda p: p.parts)
+    for outer, inner in itertools.pairwise(ordered):
+        if inner.parts[: len(outer.parts)] == outer.parts:
+            raise OverlayError(
+                f"lower layer {inner} lies inside lower layer {outer}: layers must be "
+                "disjoint directories"
+            )
     # The default workspace is checked as well as an explicit one: TMPDIR inside the
     # base would put the upper layer there (and the copy backend would copy its own copy).
     resolved = Path(tempfile.gettempdir() if workspace is None else workspace).resolve()
-    for lower in lowers:
-        if not resolved.is_relative_to(lower):
+    for directory in (resolved, *resolved.parents):
+        if directory not in seen:
             continue
         if workspace is None:
             raise OverlayError(
                 f"the temporary directory {resolved} (TMPDIR) lies inside lower layer "
-                f"{lower}: the upper layer would write into the base; set TMPDIR to a "
+                f"{directory}: the upper layer would write into the base; set TMPDIR to a "
                 "directory outside it, or pass workspace= a directory outside it"
             )
         raise OverlayError(
-            f"the workspace {resolved} lies inside lower layer {lower}: the upper "
+            f"the workspace {resolved} lies inside lower layer {directory}: the upper "
             "layer would write into the base; choose a workspace outside it"
         )
 
@@ -157,8 +194,7 @@ class OverlayStack:
 
     def __repr__(self) -> str:
         state = f"mounted at {self._space.merged}" if self._space else "not mounted"
-        layers = ", ".join(str(p) for p in self.lowers)
-        return f"<OverlayStack [{layers}] {state}>"
+        return f"<OverlayStack {layer_list(self.lowers)} {state}>"
 
     @property
     def lowers(self) -> tuple[Path, ...]:
@@ -316,7 +352,7 @@ class OverlayStack:
         assert self._keeper is not None
         if len(self._chain) >= MAX_LOWER_LAYERS:
             raise OverlayError(
-                f"{self!r} already stands on {len(self._chain)} layers, and overlayfs stacks "
+                f"this stack already stands on {len(self._chain)} layers, and overlayfs stacks "
                 f"at most {MAX_LOWER_LAYERS}: restore an earlier snapshot, or build the "
                 "state again on a fresh stack"
             )

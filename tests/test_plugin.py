@@ -178,7 +178,7 @@ def test_unknown_backend_in_ini_is_a_usage_error(project: pytest.Pytester) -> No
 
 def test_strict_markers_accepts_overlay(project: pytest.Pytester) -> None:
     project.makepyfile(
-        "import pytest\n@pytest.mark.overlay('data/base')\ndef test_it():\n    pass\n"
+        "import pytest\n@pytest.mark.overlay('data/base')\ndef test_it(overlay_stack):\n    pass\n"
     )
     project.runpytest("--strict-markers").assert_outcomes(passed=1)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import final
 
 from pytest_overlay._backends.probe import trial_mount
-from pytest_overlay._errors import BackendUnavailable, OverlayError
+from pytest_overlay._errors import BackendUnavailable, OverlayError, layer_list
 from pytest_overlay._layers.changes import Change, diff_upper
 from pytest_overlay._linux import mount as _mount
 from pytest_overlay._linux import namespace as _namespace
@@ -143,9 +143,10 @@ class FuseBackend:
                 message = "; ".join(line for line in lines if "argument ignored" not in line)
                 for fd, lower in zip(fds, lowers, strict=True):
                     message = message.replace(f"/proc/self/fd/{fd}", str(lower))
-                layers = ", ".join(f"{i}: {p}" for i, p in enumerate(lowers))
+                named = {i for i, lower in enumerate(lowers) if str(lower) in message}
+                layers = layer_list(lowers, also=named, numbered=True)
                 raise OverlayError(
-                    f"fuse-overlayfs did not mount {space.merged} over lowers [{layers}]: "
+                    f"fuse-overlayfs did not mount {space.merged} over lowers {layers}: "
                     f"{message or 'timed out'}"
                 )
             time.sleep(0.0005)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import final
 
 from pytest_overlay._backends.probe import trial_mount
-from pytest_overlay._errors import BackendUnavailable, OverlayError
+from pytest_overlay._errors import BackendUnavailable, OverlayError, layer_list
 from pytest_overlay._layers.changes import Change, diff_upper
 from pytest_overlay._linux import mount as _mount
 from pytest_overlay._linux import namespace as _namespace
@@ -105,10 +105,9 @@ class KernelBackend:
                     "the kernel refused to mount overlayfs (EPERM): this process lacks "
                     f"CAP_SYS_ADMIN; {_DOCKER_HINT}"
                 ) from exc
-            layers = ", ".join(str(p) for p in lowers)
             hint = f"; {_WORKSPACE_HINT}" if "not supported as upperdir" in str(exc) else ""
             raise OverlayError(
-                f"mounting overlayfs at {space.merged} over [{layers}] failed: "
+                f"mounting overlayfs at {space.merged} over {layer_list(lowers)} failed: "
                 f"{exc.strerror}{hint}"
             ) from exc
 

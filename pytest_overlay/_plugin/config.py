@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
@@ -39,47 +41,92 @@ def choice(
     return value
 
 
+def marker_layers(item: pytest.Item) -> tuple[object, ...] | None:
+    """The layers of the ``overlay`` marker closest to *item*, or None if it has none.
+
+    Raises ``pytest.UsageError`` with the fix for a malformed marker. Cheap, and imports
+    nothing: it runs for every collected test.
+    """
+    marker = item.get_closest_marker(MARKER)
+    if marker is None:
+        return None
+    if marker.kwargs:
+        raise pytest.UsageError(
+            f"{item.nodeid}: @pytest.mark.overlay takes layer paths only, not "
+            f"{', '.join(sorted(marker.kwargs))}=...; write "
+            "@pytest.mark.overlay('path/to/base', 'another/layer')"
+        )
+    if not marker.args:
+        raise pytest.UsageError(
+            f"{item.nodeid}: @pytest.mark.overlay needs at least one layer path, e.g. "
+            "@pytest.mark.overlay('data/base')"
+        )
+    # A Snapshot exists only once its module is loaded: no need to load it to check.
+    snapshot = sys.modules.get("pytest_overlay.snapshot")
+    for arg in marker.args:
+        if isinstance(arg, (str, os.PathLike)):
+            continue
+        if snapshot is not None and isinstance(arg, snapshot.Snapshot):
+            continue
+        raise pytest.UsageError(
+            f"{item.nodeid}: @pytest.mark.overlay got {arg!r} ({type(arg).__name__}); "
+            "each layer must be a path (str or pathlib.Path) or a Snapshot"
+        )
+    return tuple(marker.args)
+
+
 def base_layers(item: pytest.Item) -> tuple[Path | Snapshot, ...]:
     """The lower layers for *item*: the closest ``overlay`` marker, else ini ``overlay_base``.
 
     Raises ``pytest.UsageError`` with the fix when neither is set or a marker is malformed.
     """
-    marker = item.get_closest_marker(MARKER)
-    if marker is not None:
-        if marker.kwargs:
-            raise pytest.UsageError(
-                f"{item.nodeid}: @pytest.mark.overlay takes layer paths only, not "
-                f"{', '.join(sorted(marker.kwargs))}=...; write "
-                "@pytest.mark.overlay('path/to/base', 'another/layer')"
-            )
-        if not marker.args:
-            raise pytest.UsageError(
-                f"{item.nodeid}: @pytest.mark.overlay needs at least one layer path, e.g. "
-                "@pytest.mark.overlay('data/base')"
-            )
+    marked = marker_layers(item)
+    if marked is not None:
         from pytest_overlay.snapshot import Snapshot  # only once a test mounts
 
         here = item.path.parent
-        layers: list[Path | Snapshot] = []
-        for arg in marker.args:
-            if isinstance(arg, Snapshot):
-                layers.append(arg)
-                continue
-            if not isinstance(arg, (str, os.PathLike)):
-                raise pytest.UsageError(
-                    f"{item.nodeid}: @pytest.mark.overlay got {arg!r} ({type(arg).__name__}); "
-                    "each layer must be a path (str or pathlib.Path) or a Snapshot"
-                )
-            layers.append(here / Path(arg))
-        return tuple(layers)
-    configured = item.config.getini("overlay_base")
+        # marker_layers checked that each is a Snapshot or a path.
+        return tuple(
+            arg if isinstance(arg, Snapshot) else here / cast("str | os.PathLike[str]", arg)
+            for arg in marked
+        )
+    configured = ini_base(item.config)
     if configured:
-        return tuple(Path(p) for p in configured)
+        return configured
     raise pytest.UsageError(
         f"{item.nodeid} uses overlay_stack but no base directory is configured: mark the "
         "test with @pytest.mark.overlay('path/to/base'), or set 'overlay_base = path/to/base' "
         "in the [pytest] section of your configuration file"
     )
+
+
+def ini_base(config: pytest.Config) -> tuple[Path, ...]:
+    """The ``overlay_base`` ini key: one path per line, relative to the configuration file.
+
+    A whole line is one path, spaces included. Quotes around a line are dropped: they were
+    the way to write a space when lines were split on whitespace.
+    """
+    lines: list[str] = config.getini("overlay_base")
+    here = config.inipath.parent if config.inipath is not None else config.invocation_params.dir
+    paths = []
+    for line in lines:
+        path = here / _unquote(line)
+        if not path.exists() and len(line.split()) > 1:
+            words = [here / word for word in shlex.split(line)]
+            if all(word.exists() for word in words):
+                raise pytest.UsageError(
+                    f"overlay_base: {line!r} does not exist, but each word of it does; "
+                    "overlay_base takes one path per line, so write:\n    overlay_base =\n"
+                    + "".join(f"        {word}\n" for word in shlex.split(line))
+                )
+        paths.append(path)
+    return tuple(paths)
+
+
+def _unquote(line: str) -> str:
+    if len(line) >= 2 and line[0] == line[-1] and line[0] in "'\"":
+        return line[1:-1]
+    return line
 
 
 #: Values of ``--overlay-workspace``: where upper layers live (see ``_linux.tmpfs``).

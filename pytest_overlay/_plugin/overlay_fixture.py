@@ -13,7 +13,9 @@ from typing import Any, Literal
 import pytest
 
 from pytest_overlay._errors import BackendUnavailable, OverlayError
+from pytest_overlay._plugin import fixture_hints as _hints
 from pytest_overlay._plugin.factory import OverlayStackFactory
+from pytest_overlay._plugin.outcomes import fail
 from pytest_overlay.snapshot import Snapshot
 from pytest_overlay.stack import BaseLike, OverlayStack
 
@@ -28,12 +30,12 @@ _BUILT: weakref.WeakKeyDictionary[OverlayStack, Snapshot] = weakref.WeakKeyDicti
 _FACTORY = "overlay_stack_factory"
 
 
-def _caller() -> tuple[Path, str]:
-    """The directory and module name of the file that called overlay_fixture()."""
+def _caller() -> tuple[Path, str, str]:
+    """The directory, module name and file name of the file that called overlay_fixture()."""
     frame = sys._getframe(2)
     file = frame.f_globals.get("__file__")
     directory = Path(file).resolve().parent if file else Path.cwd()
-    return directory, str(frame.f_globals.get("__name__", __name__))
+    return directory, str(frame.f_globals.get("__name__", __name__)), str(file or "<unknown>")
 
 
 def _as_base(value: object, fixture: str, user: str) -> BaseLike:
@@ -83,7 +85,7 @@ def overlay_fixture(
     """
     if not bases:
         raise TypeError("overlay_fixture() needs at least one base: a path or a fixture name")
-    here, module = _caller()
+    here, module, file = _caller()
     fixtures: list[str] = []
     for base in bases:
         if isinstance(base, str) and base.isidentifier():
@@ -91,6 +93,10 @@ def overlay_fixture(
                 raise ValueError(f"{_FACTORY!r} is not a base: name a directory or a fixture")
             if base not in fixtures:
                 fixtures.append(base)
+            if (here / base).is_dir():
+                # Most likely a fixture of that name, but if there is none, pytest's
+                # "fixture not found" gets a hint at the directory.
+                _hints.remember(base, file, here / base)
         elif not isinstance(base, (str, os.PathLike, Snapshot)):
             raise TypeError(
                 f"overlay_fixture() got {base!r} ({type(base).__name__}) as a base: give "
@@ -117,7 +123,7 @@ def overlay_fixture(
         except BackendUnavailable as exc:
             pytest.skip(f"pytest-overlay cannot mount here: {exc}")
         except OverlayError as exc:
-            pytest.fail(f"{label}: {exc}", pytrace=False)
+            fail(f"{label}: {exc}")
         try:
             if build is not None:
                 build(stack)
