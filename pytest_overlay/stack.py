@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
@@ -143,6 +144,18 @@ def _check_layout(lowers: Sequence[Path], workspace: Path | None) -> None:
         )
 
 
+def _check_target(target: Path, base: Sequence[Layer]) -> Path:
+    """The absolute *target* for ``merged=``, refused where a mount there hides a layer."""
+    resolved = target.resolve()
+    for lower in chain_paths(base):
+        if resolved == lower or resolved.is_relative_to(lower) or lower.is_relative_to(resolved):
+            raise OverlayError(
+                f"cannot show the union at {target}: it overlaps lower layer {lower}, which "
+                "the union would hide or write into; choose a directory outside the base"
+            )
+    return resolved
+
+
 @final
 class OverlayStack:
     """A union of read-only *lowers* (top-most first, like ``lowerdir``) and a fresh upper.
@@ -156,7 +169,9 @@ class OverlayStack:
     *workspace* is the directory under which a fresh ``stack-*`` directory is created per
     mount (default: a new temporary directory). *backend* is ``"auto"`` (the best that
     works here), a backend name (``"kernel"``, ``"userns"``, ``"fuse"``, ``"copy"``) or a
-    backend object.
+    backend object. *merged* is where the union shows (default: ``merged`` inside the
+    workspace): a new or empty directory outside the lowers, made on mount and removed
+    again on close if the stack made it.
     """
 
     def __init__(
@@ -166,6 +181,7 @@ class OverlayStack:
         workspace: LayerLike | None = None,
         backend: str | Backend = "auto",
         name: str = "stack",
+        merged: LayerLike | None = None,
     ) -> None:
         if isinstance(lowers, (str, os.PathLike)):
             raise TypeError(
@@ -176,6 +192,8 @@ class OverlayStack:
         self._base = _expand(lowers)
         self._workspace_parent = Path(workspace) if workspace is not None else None
         _check_layout(chain_paths(self._base), self._workspace_parent)
+        self._target = None if merged is None else _check_target(Path(merged), self._base)
+        self._made_target = False
         self._requested = backend
         self._name = name
         self._space: Workspace | None = None
@@ -263,9 +281,12 @@ class OverlayStack:
         space = create_workspace(self._workspace_parent, self.lowers[0], prefix=self._name)
         attributes = root_attributes(space.upper)
         try:
+            if self._target is not None:
+                space = self._show_at_target(space)
             backend.mount(self.lowers, space)
         except BaseException:
             remove_workspace(space.root)
+            self._remove_target()
             raise
         self._space, self._backend = space, backend
         self._keeper = WorkspaceKeeper(space.root)
@@ -291,9 +312,35 @@ class OverlayStack:
             _keep_layer(space.upper, Path(keep_upper))
         self._release(space)
 
+    def _show_at_target(self, space: Workspace) -> Workspace:
+        """*space* with the union shown at the requested ``merged`` directory instead.
+
+        The workspace keeps its own empty ``merged``, so its layout stays what the
+        start-up sweep expects of a workspace.
+        """
+        assert self._target is not None
+        target = self._target
+        try:
+            target.mkdir(parents=True)
+            self._made_target = True
+        except FileExistsError:
+            if not target.is_dir() or target.is_symlink() or any(target.iterdir()):
+                raise OverlayError(
+                    f"cannot show the union at {target}: it exists and is not an empty "
+                    "directory; pass merged= a new or empty directory"
+                ) from None
+        return Workspace(space.root, space.upper, space.work, target)
+
+    def _remove_target(self) -> None:
+        if self._made_target and self._target is not None:
+            with contextlib.suppress(OSError):  # not empty: something else wrote there
+                self._target.rmdir()
+            self._made_target = False
+
     def _release(self, space: Workspace) -> None:
         """Forget the (unmounted) workspace; delete it unless snapshots still use it."""
         self._space = None
+        self._remove_target()
         keeper, self._keeper = self._keeper, None
         self._chain, self._origin = self._base, None
         if keeper is None:  # pragma: no cover - mounted stacks always have one

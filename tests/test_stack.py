@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pytest_overlay import BackendUnavailable, Change, ChangeKind, OverlayError, OverlayStack
+from pytest_overlay._backends.protocol import Backend
 from tests.helpers import make_tree, overlay_mounts, tree_digest
 
 A, M, D = ChangeKind.ADD, ChangeKind.MODIFY, ChangeKind.DELETE
@@ -245,3 +246,53 @@ def test_workspace_inside_base_is_refused(base: Path) -> None:
 def test_a_single_path_is_not_a_list_of_layers(base: Path) -> None:
     with pytest.raises(TypeError, match=r"OverlayStack\(\[path\]\)"):
         OverlayStack(base)  # type: ignore[arg-type]
+
+
+# --- merged= : the union shown at a directory of the caller's choosing ---------------------
+
+
+def test_the_union_shows_at_a_new_directory_and_it_goes_at_close(
+    backend: Backend, base: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "place" / "data"
+    stack = OverlayStack([base], workspace=tmp_path / "ws", backend=backend, merged=target)
+    with stack:
+        assert stack.merged == target
+        assert sorted(os.listdir(target)) == sorted(os.listdir(base))
+        (target / "new.txt").write_text("new")
+        assert Change(ChangeKind.ADD, "new.txt") in stack.changes()
+        snap = stack.snapshot()
+        (target / "later.txt").write_text("later")
+        stack.restore(snap)
+        assert (target / "new.txt").read_text() == "new"
+        assert not (target / "later.txt").exists()
+    assert not target.exists()
+    assert (tmp_path / "place").is_dir()
+    assert not (base / "new.txt").exists()
+
+
+def test_an_existing_empty_directory_is_used_and_kept(
+    backend: Backend, base: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "empty"
+    target.mkdir()
+    with OverlayStack([base], workspace=tmp_path / "ws", backend=backend, merged=target) as s:
+        assert sorted(os.listdir(s.merged)) == sorted(os.listdir(base))
+    assert target.is_dir()
+    assert os.listdir(target) == []
+
+
+def test_a_target_that_is_not_empty_is_refused_and_left_alone(base: Path, tmp_path: Path) -> None:
+    target = make_tree(tmp_path / "full", {"mine.txt": "keep me"})
+    stack = OverlayStack([base], workspace=tmp_path / "ws", merged=target)
+    with pytest.raises(OverlayError, match="exists and is not an empty directory"):
+        stack.mount()
+    assert os.listdir(target) == ["mine.txt"]
+    assert not stack.mounted
+
+
+@pytest.mark.parametrize("where", ["inside", "itself", "above"])
+def test_a_target_overlapping_the_base_is_refused(base: Path, where: str) -> None:
+    target = {"inside": base / "sub", "itself": base, "above": base.parent}[where]
+    with pytest.raises(OverlayError, match="overlaps lower layer"):
+        OverlayStack([base], merged=target)

@@ -117,7 +117,9 @@ class FuseBackend:
             ) from None
         lowerdir = ":".join(f"/proc/self/fd/{fd}" for fd in fds)
         options = [f"lowerdir={_escape_option(lowerdir)}", "upperdir=upper", "workdir=work"]
-        command = [exe, "-f", "-o", ",".join(options), "merged"]
+        # Relative to the workspace like the other paths; merged= may put it elsewhere.
+        mountpoint = os.path.relpath(space.merged, space.root)
+        command = [exe, "-f", "-o", ",".join(options), mountpoint]
         log_path = space.root / "fuse-overlayfs.log"
         # In a user namespace the daemon needs the mount capability itself (ambient).
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import final
@@ -42,15 +43,25 @@ class OverlayStackFactory:
         """The name of the backend stacks are mounted with."""
         return self._backend if isinstance(self._backend, str) else self._backend.name
 
-    def mount(self, lowers: Sequence[BaseLike], *, name: str = "stack") -> OverlayStack:
+    def mount(
+        self,
+        lowers: Sequence[BaseLike],
+        *,
+        name: str = "stack",
+        merged: str | os.PathLike[str] | None = None,
+    ) -> OverlayStack:
         """Mount a new stack over *lowers* (top-most first; directories or snapshots).
 
         *name* prefixes the workspace directory, to find it under ``--basetemp``.
+        *merged* shows the union at that new or empty directory instead of inside the
+        workspace (see :class:`~pytest_overlay.OverlayStack`).
         Close it with :meth:`OverlayStack.close` when done; the factory closes whatever is
         left at the end of the session.
         """
         safe = safe_name(name, 30, "stack")
-        stack = OverlayStack(lowers, workspace=self._root, backend=self._backend, name=safe)
+        stack = OverlayStack(
+            lowers, workspace=self._root, backend=self._backend, name=safe, merged=merged
+        )
         # The stack has resolved its base directories; frozen layers of snapshots are
         # meant to live under the root, plain directories are not.
         for layer in stack._base:
