@@ -122,3 +122,40 @@ def test_watcher_ends_the_daemons_of_a_dead_process_before_unmounting(tmp_path: 
         for pid in (kept, stranger):
             if not _gone(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_killed_watcher_is_replaced(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        """
+        import os, signal, sys
+        from pathlib import Path
+        from pytest_overlay._linux import reaper as _reaper
+
+        _reaper.watch(Path("/first"))
+        first = _reaper._watcher
+        first.kill()
+        first.wait()
+        _reaper.watch(Path(sys.argv[1]))  # no BrokenPipeError: a new watcher takes it
+        assert _reaper._watcher is not first
+        os._exit(9)
+        """
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls"
+    fake = bin_dir / "fusermount3"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    point = tmp_path / "second"
+    child = subprocess.run(
+        [sys.executable, "-c", code, os.fspath(point)],
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+    )
+    assert child.returncode == 9
+    deadline = time.monotonic() + 10
+    while not log.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert log.read_text() == f"-u -z {point}\n"

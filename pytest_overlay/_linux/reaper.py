@@ -77,24 +77,38 @@ _watcher: subprocess.Popen[bytes] | None = None  # kept so it is not collected w
 
 
 def _send(line: bytes) -> None:
-    global _pipe, _owner, _watcher
+    global _pipe
     with _lock:
-        if _pipe is None or _owner != os.getpid():
-            read_end, _pipe = os.pipe()  # both ends close-on-exec: no daemon inherits them
-            try:
-                _watcher = subprocess.Popen(
-                    [sys.executable, "-I", "-S", "-c", _WATCHER],
-                    stdin=read_end,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    # Out of pytest's session and process group: Ctrl-C and the signals
-                    # that kill pytest's group do not reach it.
-                    start_new_session=True,
-                )
-            finally:
-                os.close(read_end)
-            _owner = os.getpid()
-        os.write(_pipe, line)
+        try:
+            os.write(_ensure_watcher(), line)
+        except BrokenPipeError:
+            # Someone killed the watcher: start another for what comes next (the parent-
+            # death signal still covers the daemons the dead one knew of).
+            if _pipe is not None:
+                os.close(_pipe)
+            _pipe = None
+            os.write(_ensure_watcher(), line)
+
+
+def _ensure_watcher() -> int:
+    """The write end of the pipe to this process's watcher, started on first use."""
+    global _pipe, _owner, _watcher
+    if _pipe is None or _owner != os.getpid():
+        read_end, _pipe = os.pipe()  # both ends close-on-exec: no daemon inherits them
+        try:
+            _watcher = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _WATCHER],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                # Out of pytest's session and process group: Ctrl-C and the signals
+                # that kill pytest's group do not reach it.
+                start_new_session=True,
+            )
+        finally:
+            os.close(read_end)
+        _owner = os.getpid()
+    return _pipe
 
 
 def watch(mount_point: Path) -> None:
