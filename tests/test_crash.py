@@ -23,6 +23,7 @@ from tests.helpers import all_pids, make_tree, process_info, tree_digest, usable
 
 pytest_plugins = ["pytester"]
 
+_TAG = "PYTEST_OVERLAY_CRASH_RUN"
 BACKENDS = [b.name for b in builtin_backends() if b.name in ("kernel", "userns", "fuse", "copy")]
 
 
@@ -78,6 +79,9 @@ class Run:
         self.basetemp = pytester.path / "bt"
         self.ready = pytester.path / "ready"
         self.extra: list[str] = []
+        # Every process of this run inherits the tag, wherever it moves: a daemon left in
+        # a dead pytest's namespace has its cwd there, beyond any path seen from here.
+        self.env = {**os.environ, _TAG: f"{os.getpid()}-{id(self)}-{time.monotonic_ns()}"}
 
     def command(self, *extra: str) -> list[str]:
         return [
@@ -107,18 +111,21 @@ class Run:
         return subprocess.run(
             self.command(),
             cwd=self.pytester.path,
+            env=self.env,
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
         )
 
-    def start(self) -> subprocess.Popen[bytes]:
-        child = subprocess.Popen(
+    def start(self, **popen: object) -> subprocess.Popen[bytes]:
+        child: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
             self.command(),
             cwd=self.pytester.path,
-            stdout=subprocess.DEVNULL,
+            env=self.env,
+            stdout=popen.pop("stdout", subprocess.DEVNULL),
             stderr=subprocess.DEVNULL,
+            **popen,
         )
         _wait_until(lambda: self.ready.exists() or child.poll() is not None, 60)
         assert self.ready.exists(), "the inner test never got going"
@@ -131,7 +138,21 @@ class Run:
         assert tree_digest(self.base) == self.before
 
     def _daemons(self) -> list[int]:
-        return [p for p in _processes_under(self.basetemp) if _comm(p) == "fuse-overlayfs"]
+        """fuse-overlayfs processes of this run still alive, in whatever namespace."""
+        tag = f"{_TAG}={self.env[_TAG]}".encode()
+        found = []
+        for pid in all_pids():
+            if _comm(pid) != "fuse-overlayfs":
+                continue
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    tagged = tag in f.read().split(b"\0")
+            except OSError:
+                continue
+            info = process_info(pid)
+            if tagged and info and info[0] != "Z":
+                found.append(pid)
+        return found
 
     def check_next_run_passes(self) -> None:
         self.ready.unlink(missing_ok=True)
@@ -164,6 +185,33 @@ def test_keyboard_interrupt_mid_test(run: Run) -> None:
     run.write_test("    raise KeyboardInterrupt\n")
     result = run.run()
     assert result.returncode == pytest.ExitCode.INTERRUPTED
+    run.check_clean()
+    run.check_next_run_passes()
+
+
+def _default_sigint() -> None:
+    # A background job of a non-interactive shell (how CI may start us) inherits SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_mid_test_ends_as_interrupted(run: Run) -> None:
+    # Busy in the union when the signal comes, as a test usually is.
+    run.write_test(
+        "    READY.write_text('go')\n"
+        "    for i in range(10**6):\n"
+        "        (m / 'dir' / 'f.txt').read_text()\n"
+        "        (m / f'n{i % 10}').write_text('x')\n"
+    )
+    # In a process group of its own, as a shell job: Ctrl-C signals the whole group.
+    child = run.start(start_new_session=True, preexec_fn=_default_sigint, stdout=subprocess.PIPE)
+    os.killpg(child.pid, signal.SIGINT)
+    out, _ = child.communicate(timeout=60)
+    text = out.decode(errors="replace")
+    assert child.returncode == pytest.ExitCode.INTERRUPTED, text
+    assert "KeyboardInterrupt" in text
+    assert "FAILED" not in text, text
+    assert "ERROR" not in text, text
     run.check_clean()
     run.check_next_run_passes()
 

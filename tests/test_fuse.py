@@ -92,3 +92,48 @@ def test_mount_failure_reports_the_daemon_message(tmp_path: Path) -> None:
         FUSE.mount([tmp_path], space)
     assert "/proc/self/fd" not in str(info.value)
     assert not os.path.ismount(space.merged)
+
+
+def test_a_daemon_whose_parent_died_before_it_asked_for_the_signal_never_starts() -> None:
+    from pytest_overlay._backends.fuse import _die_with
+
+    # As if pytest had died between fork and prctl: the parent is no longer the one given.
+    orphan = subprocess.run(["true"], preexec_fn=_die_with(os.getpid() + 1), check=False)
+    assert orphan.returncode == 1
+    assert subprocess.run(["true"], preexec_fn=_die_with(os.getpid()), check=False).returncode == 0
+
+
+def test_daemon_runs_outside_pytests_process_group(tmp_path: Path) -> None:
+    from pytest_overlay._linux.workspace import create_workspace
+
+    base = make_tree(tmp_path / "base", {"f": "f"})
+    space = create_workspace(tmp_path / "ws", base)
+    FUSE.mount([base], space)
+    try:
+        daemon = FUSE._daemons[space.root]
+        # A Ctrl-C goes to the terminal's foreground process group: pytest's alone.
+        assert os.getpgid(daemon.pid) != os.getpgrp()
+    finally:
+        FUSE.unmount(space)
+
+
+def test_host_mount_is_watched_before_the_daemon_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_overlay._backends import fuse
+    from pytest_overlay._linux import reaper as _reaper
+    from pytest_overlay._linux.workspace import create_workspace
+
+    events: list[str] = []
+
+    def popen(*args: object, **kwargs: object) -> None:
+        events.append("daemon")
+        raise OSError("stop here")
+
+    monkeypatch.setattr(fuse.FuseBackend, "_in_host_namespace", lambda self: True)
+    monkeypatch.setattr(_reaper, "watch", lambda point: events.append(f"watch {point}"))
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    space = create_workspace(tmp_path, tmp_path)
+    with pytest.raises(OSError, match="stop here"):
+        FUSE.mount([tmp_path], space)
+    assert events == [f"watch {space.merged}", "daemon"]

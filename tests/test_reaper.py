@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -52,3 +53,109 @@ def test_nothing_is_started_until_a_mount_is_watched() -> None:
         "sys.exit(reaper._watcher is not None)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+DAEMONS = textwrap.dedent(
+    """
+    import os, subprocess, sys
+    from pathlib import Path
+    from pytest_overlay._linux import reaper as _reaper
+
+    point = Path(sys.argv[1])
+    _reaper.watch(point)  # before the "daemon" exists, as the fuse backend does
+    kept = subprocess.Popen(["sleep", "60"], stdout=subprocess.DEVNULL, start_new_session=True)
+    _reaper.keep(kept.pid)
+    done = subprocess.Popen(["sleep", "60"], stdout=subprocess.DEVNULL, start_new_session=True)
+    _reaper.keep(done.pid)
+    done.kill()
+    done.wait()
+    _reaper.release(done.pid)
+    # A pid whose start time does not match (as after the pid was reused): left alone.
+    stranger = subprocess.Popen(["sleep", "60"], stdout=subprocess.DEVNULL, start_new_session=True)
+    _reaper._send(b"k%d 1\\n" % stranger.pid)
+    Path(sys.argv[2]).write_text(str(kept.pid))  # for the fake fusermount3
+    print(kept.pid, stranger.pid, flush=True)
+    os._exit(9)  # killed: neither the daemon nor the mount was taken down
+    """
+)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_watcher_ends_the_daemons_of_a_dead_process_before_unmounting(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls"
+    fake = bin_dir / "fusermount3"
+    # Records whether the daemon was still running (not gone, nor a zombie) when called.
+    fake.write_text(
+        f'#!/bin/sh\ns=$(cut -d" " -f3 /proc/$(cat {tmp_path}/kept)/stat 2>/dev/null)\n'
+        f'case "$s" in ""|Z) s=gone;; *) s=alive;; esac\necho "$s $*" >> "{log}"\n'
+    )
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    point = tmp_path / "merged"
+    child = subprocess.Popen(
+        [sys.executable, "-c", DAEMONS, os.fspath(point), os.fspath(tmp_path / "kept")],
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    out, _ = child.communicate()
+    kept, stranger = map(int, out.split())
+    assert child.returncode == 9
+    try:
+        deadline = time.monotonic() + 10
+        while not log.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _gone(kept)
+        assert not _gone(stranger)
+        assert log.read_text() == f"gone -u -z {point}\n"
+    finally:
+        for pid in (kept, stranger):
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_killed_watcher_is_replaced(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        """
+        import os, signal, sys
+        from pathlib import Path
+        from pytest_overlay._linux import reaper as _reaper
+
+        _reaper.watch(Path("/first"))
+        first = _reaper._watcher
+        first.kill()
+        first.wait()
+        _reaper.watch(Path(sys.argv[1]))  # no BrokenPipeError: a new watcher takes it
+        assert _reaper._watcher is not first
+        os._exit(9)
+        """
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls"
+    fake = bin_dir / "fusermount3"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    point = tmp_path / "second"
+    child = subprocess.run(
+        [sys.executable, "-c", code, os.fspath(point)],
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+    )
+    assert child.returncode == 9
+    deadline = time.monotonic() + 10
+    while not log.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert log.read_text() == f"-u -z {point}\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
@@ -10,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from pytest_overlay._linux import mount as _mount
 from pytest_overlay._linux import namespace as _namespace
 from pytest_overlay._linux.sweep import _mount_points, stale_workspaces, sweep
 from pytest_overlay._linux.workspace import create_workspace
-from tests.helpers import auto_backend, make_tree
+from tests.helpers import auto_backend, make_tree, usable_backend
 
 
 def _mode(path: Path) -> int:
@@ -51,24 +53,76 @@ def test_nothing_to_sweep(tmp_path: Path) -> None:
     assert sweep(tmp_path) == []
 
 
-def test_sweep_unmounts_a_dead_fuse_mount_in_the_host_namespace(tmp_path: Path) -> None:
-    if os.geteuid() == 0 or auto_backend() != "fuse" or not _namespace.cached_probe():
-        pytest.skip("only an ordinary user without user namespaces mounts fuse on the host")
+def _dead_fuse_mount(tmp_path: Path) -> tuple[Path, Path]:
+    """A workspace under ``tmp_path/bt`` whose fuse mount lost its daemon, and its base.
+
+    What a run killed together with its daemon and its watcher leaves behind, as a later
+    run finds it: nothing looked at the mount since it was made, so the kernel has no
+    cached attributes for its root and even a stat() fails.
+    """
+    usable_backend("fuse")  # enters the user namespace where an ordinary user can
     base = make_tree(tmp_path / "base", {"f": "f"})
     space = create_workspace(tmp_path / "bt" / "overlay", base, prefix="test_dead")
-    # A daemon whose pytest and watcher were both killed: started here, then SIGKILLed.
-    daemon = subprocess.Popen(
-        ["fuse-overlayfs", "-f", "-o", f"lowerdir={base},upperdir=upper,workdir=work", "merged"],
-        cwd=space.root,
-        stderr=subprocess.DEVNULL,
-    )
+    options = f"lowerdir={base},upperdir=upper,workdir=work"
+    with _namespace.mount_privileges(for_children=True):
+        daemon = subprocess.Popen(
+            ["fuse-overlayfs", "-f", "-o", options, "merged"],
+            cwd=space.root,
+            stderr=subprocess.DEVNULL,
+        )
     deadline = time.monotonic() + 10
-    while not os.path.ismount(space.merged) and time.monotonic() < deadline:
+    # The mount table, not os.path.ismount: a stat would fill the attribute cache.
+    while os.fspath(space.merged) not in _mount_points() and time.monotonic() < deadline:
         time.sleep(0.01)
     daemon.kill()
     daemon.wait()
     assert os.fspath(space.merged) in _mount_points()  # dead, but still mounted
+    with pytest.raises(OSError) as info:
+        os.stat(space.merged)
+    assert info.value.errno == errno.ENOTCONN  # what made the sweep abort the session
+    return space.merged, base
 
-    assert sweep(tmp_path / "bt") == [space.root]
-    assert os.fspath(space.merged) not in _mount_points()
-    assert (base / "f").read_text() == "f"
+
+def test_sweep_unmounts_a_dead_fuse_mount_it_cannot_even_stat(tmp_path: Path) -> None:
+    merged, base = _dead_fuse_mount(tmp_path)
+    try:
+        assert sweep(tmp_path / "bt") == [merged.parent]
+        assert os.fspath(merged) not in _mount_points()
+        assert (base / "f").read_text() == "f"
+    finally:
+        _cleanup(merged)
+
+
+def test_a_dead_mount_under_basetemp_does_not_stop_the_next_run(
+    pytester: pytest.Pytester,
+) -> None:
+    if os.geteuid() != 0 and auto_backend() != "fuse":
+        pytest.skip("a dead mount in a user namespace dies with it: no later run sees it")
+    merged, _ = _dead_fuse_mount(pytester.path)
+    try:
+        make_tree(pytester.path / "base2", {"g": "g"})
+        pytester.makepyfile(
+            """
+            import pytest
+
+            @pytest.mark.overlay("base2")
+            def test_it(overlay_stack):
+                assert (overlay_stack.merged / "g").read_text() == "g"
+            """
+        )
+        result = pytester.runpytest_subprocess(f"--basetemp={pytester.path / 'bt'}")
+        assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+        result.assert_outcomes(passed=1)
+        assert os.fspath(merged) not in _mount_points()
+    finally:
+        _cleanup(merged)
+
+
+def _cleanup(merged: Path) -> None:
+    """Take the dead mount down if the code under test failed to."""
+    if os.fspath(merged) in _mount_points():
+        try:
+            with _namespace.mount_privileges():
+                _mount.unmount(merged)
+        except OSError:
+            _mount.fusermount_unmount(merged, lazy=True)

@@ -7,7 +7,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import final
 
@@ -32,9 +32,16 @@ def _escape_option(text: str) -> str:
     return text.replace("\\", "\\\\").replace(",", "\\,")
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: the daemon must not outlive pytest.
-    _syscalls.set_parent_death_signal(signal.SIGTERM)
+def _die_with(parent: int) -> Callable[[], None]:
+    def die_with_parent() -> None:
+        # Runs in the child between fork and exec: the daemon must not outlive pytest.
+        _syscalls.set_parent_death_signal(signal.SIGTERM)
+        # A parent that died before the prctl above never sends the signal: the child
+        # has been handed to another process already, so it must not start at all.
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return die_with_parent
 
 
 @final
@@ -121,6 +128,12 @@ class FuseBackend:
         mountpoint = os.path.relpath(space.merged, space.root)
         command = [exe, "-f", "-o", ",".join(options), mountpoint]
         log_path = space.root / "fuse-overlayfs.log"
+        host = self._in_host_namespace()
+        if host:
+            # No private namespace drops this mount if pytest is killed, so the watcher
+            # must know the mount point before the daemon can make it: a kill in the
+            # middle of mounting leaves no dead mount either.
+            _reaper.watch(space.merged)
         # In a user namespace the daemon needs the mount capability itself (ambient).
         try:
             with _namespace.mount_privileges(for_children=True), open(log_path, "wb") as log:
@@ -130,17 +143,28 @@ class FuseBackend:
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=log,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=_die_with(os.getpid()),
+                    # Out of pytest's process group: the SIGINT of a Ctrl-C must reach
+                    # pytest alone, which then unmounts in order, not the daemon under a
+                    # running test.
+                    start_new_session=True,
                     pass_fds=fds,
                 )
         finally:
             for fd in fds:
                 os.close(fd)
+        # The second way the daemon dies with pytest: the watcher terminates it.
+        _reaper.keep(daemon.pid)
         deadline = time.monotonic() + _MOUNT_TIMEOUT
         while not os.path.ismount(space.merged):
             if daemon.poll() is not None or time.monotonic() > deadline:
                 daemon.kill()
+                _reaper.release(daemon.pid)
                 daemon.wait()
+                if host:
+                    # Killed after the mount appeared: take it down, or it stays dead.
+                    _mount.fusermount_unmount(space.merged, lazy=True)
+                    _reaper.forget(space.merged)
                 lines = log_path.read_text(errors="replace").splitlines()
                 message = "; ".join(line for line in lines if "argument ignored" not in line)
                 for fd, lower in zip(fds, lowers, strict=True):
@@ -153,9 +177,6 @@ class FuseBackend:
                 )
             time.sleep(0.0005)
         self._daemons[space.root] = daemon
-        if self._in_host_namespace():
-            # No private namespace drops this mount if pytest is killed: a watcher does.
-            _reaper.watch(space.merged)
 
     def unmount(self, space: Workspace) -> bool:
         daemon = self._daemons.pop(space.root, None)
@@ -169,7 +190,9 @@ class FuseBackend:
             with _namespace.mount_privileges():
                 clean = _mount.unmount(space.merged)
         # Reap daemons of earlier lazily detached mounts whose last user has gone.
-        self._lingering = [d for d in self._lingering if d.poll() is None]
+        for gone in [d for d in self._lingering if d.poll() is not None]:
+            self._lingering.remove(gone)
+            _reaper.release(gone.pid)
         if daemon is not None:
             self._reap(daemon, clean)
         return clean
@@ -190,6 +213,9 @@ class FuseBackend:
             except subprocess.TimeoutExpired:
                 daemon.kill()
                 daemon.wait()
+        # Only now: until it was reaped, pytest dying must still end it. The watcher
+        # checks the start time, so a pid reused in between is safe from it.
+        _reaper.release(daemon.pid)
 
     def changes(self, lowers: Sequence[Path], space: Workspace) -> list[Change]:
         return diff_upper(space.upper, lowers)

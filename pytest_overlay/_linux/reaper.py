@@ -1,14 +1,22 @@
-"""A watcher process that unmounts FUSE mounts a dead pytest left in the host namespace.
+"""A watcher process that cleans up after a dead pytest: FUSE daemons and host mounts.
 
-Where an ordinary user cannot enter a user namespace, fuse-overlayfs mounts through the
-setuid ``fusermount3`` into the host's mount namespace, and nothing takes such a mount
-down when pytest is killed: the daemon dies with pytest (parent-death signal), but the
-mount stays, dead ("Transport endpoint is not connected"), and fuse-overlayfs 1.10
-ignores ``auto_unmount``. So the first such mount starts a small watcher in a session of
-its own. pytest tells it, through a pipe, each mount point it adds and removes; when the
-pipe reaches end of file, pytest has exited in whatever way, and the watcher runs
-``fusermount3 -u -z`` on every mount point still listed, then exits. A clean exit leaves
-the list empty.
+Two things can outlive a killed pytest when fuse-overlayfs is the backend:
+
+- the daemons. Each gets a parent-death signal, but that signal is tied to the thread that
+  started it and is lost if pytest dies before the daemon asks for it. So pytest also
+  tells the watcher each daemon it starts (pid and start time, so a reused pid is never
+  hit), and the watcher sends ``SIGTERM`` to those still listed, then ``SIGKILL`` to
+  any that ignore it.
+- the mounts, where an ordinary user cannot enter a user namespace and fuse-overlayfs
+  mounts through the setuid ``fusermount3`` into the host's mount namespace: nothing
+  takes such a mount down when pytest is killed, and fuse-overlayfs 1.10 ignores
+  ``auto_unmount``. pytest lists each such mount point *before* the daemon starts, so a
+  kill during the mount is covered too, and the watcher runs ``fusermount3 -u -z`` on
+  every point still listed, after the daemons are gone (so no mount can appear after).
+
+The first such registration starts the watcher, in a session of its own. pytest tells it,
+through a pipe, what to add and remove; when the pipe reaches end of file pytest has
+exited in whatever way. A clean exit leaves both lists empty.
 """
 
 from __future__ import annotations
@@ -21,16 +29,42 @@ from pathlib import Path
 from typing import Final
 
 # Runs with ``python -I -S``: a few milliseconds to start, nothing imported from the
-# user's environment. Lines are "+<hex>" or "-<hex>" of the mount point's bytes.
+# user's environment. Lines are "+<hex>"/"-<hex>" of a mount point's bytes, and
+# "k<pid> <start time>"/"x<pid>" for daemons.
 _WATCHER: Final = """
-import os, subprocess, sys
-points = {}
+import os, signal, subprocess, sys, time
+points, daemons = {}, {}
 for line in sys.stdin.buffer:
     line = line.strip()
-    if line[:1] == b"+":
-        points[line[1:]] = None
-    elif line[:1] == b"-":
-        points.pop(line[1:], None)
+    kind, rest = line[:1], line[1:]
+    if kind == b"+":
+        points[rest] = None
+    elif kind == b"-":
+        points.pop(rest, None)
+    elif kind == b"k":
+        pid, start = rest.split()
+        daemons[int(pid)] = start
+    elif kind == b"x":
+        daemons.pop(int(rest), None)
+def same(pid, start):
+    # Field 22 of /proc/PID/stat, the start time: a reused pid has another one.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[19] == start and fields[0] != b"Z"
+for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
+    daemons = {pid: start for pid, start in daemons.items() if same(pid, start)}
+    for pid in daemons:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    deadline = time.monotonic() + wait
+    while daemons and time.monotonic() < deadline:
+        daemons = {pid: start for pid, start in daemons.items() if same(pid, start)}
+        time.sleep(0.01)
 for point in points:
     subprocess.run(["fusermount3", "-u", "-z", os.fsdecode(bytes.fromhex(point.decode()))],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -43,24 +77,38 @@ _watcher: subprocess.Popen[bytes] | None = None  # kept so it is not collected w
 
 
 def _send(line: bytes) -> None:
-    global _pipe, _owner, _watcher
+    global _pipe
     with _lock:
-        if _pipe is None or _owner != os.getpid():
-            read_end, _pipe = os.pipe()  # both ends close-on-exec: no daemon inherits them
-            try:
-                _watcher = subprocess.Popen(
-                    [sys.executable, "-I", "-S", "-c", _WATCHER],
-                    stdin=read_end,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    # Out of pytest's session and process group: Ctrl-C and the signals
-                    # that kill pytest's group do not reach it.
-                    start_new_session=True,
-                )
-            finally:
-                os.close(read_end)
-            _owner = os.getpid()
-        os.write(_pipe, line)
+        try:
+            os.write(_ensure_watcher(), line)
+        except BrokenPipeError:
+            # Someone killed the watcher: start another for what comes next (the parent-
+            # death signal still covers the daemons the dead one knew of).
+            if _pipe is not None:
+                os.close(_pipe)
+            _pipe = None
+            os.write(_ensure_watcher(), line)
+
+
+def _ensure_watcher() -> int:
+    """The write end of the pipe to this process's watcher, started on first use."""
+    global _pipe, _owner, _watcher
+    if _pipe is None or _owner != os.getpid():
+        read_end, _pipe = os.pipe()  # both ends close-on-exec: no daemon inherits them
+        try:
+            _watcher = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _WATCHER],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                # Out of pytest's session and process group: Ctrl-C and the signals
+                # that kill pytest's group do not reach it.
+                start_new_session=True,
+            )
+        finally:
+            os.close(read_end)
+        _owner = os.getpid()
+    return _pipe
 
 
 def watch(mount_point: Path) -> None:
@@ -71,3 +119,27 @@ def watch(mount_point: Path) -> None:
 def forget(mount_point: Path) -> None:
     """*mount_point* was unmounted: the watcher no longer needs to."""
     _send(b"-" + os.fsencode(mount_point).hex().encode() + b"\n")
+
+
+def start_time(pid: int) -> bytes | None:
+    """The start time of process *pid* (field 22 of its stat), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def keep(pid: int) -> None:
+    """Terminate daemon *pid* if this process exits before :func:`release` is called.
+
+    Call it while *pid* is an unreaped child, so that the pid still names it.
+    """
+    start = start_time(pid)
+    if start is not None:
+        _send(b"k%d %s\n" % (pid, start))
+
+
+def release(pid: int) -> None:
+    """Daemon *pid* has exited or is about to be reaped: the watcher must not touch it."""
+    _send(b"x%d\n" % pid)

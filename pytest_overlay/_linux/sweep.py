@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 
 from pytest_overlay._linux import mount as _mount
@@ -36,38 +37,82 @@ def _mount_points() -> set[str]:
     return points
 
 
-def stale_workspaces(basetemp: Path) -> list[Path]:
-    """Workspaces left under *basetemp* by an earlier run."""
+def _is_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _dead_or_mounted(merged: Path, mounted: set[str]) -> bool:
+    """Whether *merged* is still a mount point, dead or alive.
+
+    A FUSE mount whose daemon died answers every look-up of its root with an error
+    (ENOTCONN "Transport endpoint is not connected", or ECONNABORTED, EIO, ...): any
+    error but "not there" means something is mounted there that must come down.
+    """
+    if os.fspath(merged) in mounted:
+        return True
+    try:
+        os.lstat(merged)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True
+    return False
+
+
+def stale_workspaces(basetemp: Path, mounted: set[str] | None = None) -> list[Path]:
+    """Workspaces left under *basetemp* by an earlier run.
+
+    *mounted* (the mount points of this namespace) lets a ``merged`` that cannot even be
+    looked at, because it is a dead mount, count as part of a workspace.
+    """
     root = basetemp / FACTORY_DIR
-    if not root.is_dir():
+    if not _is_dir(root):
+        return []
+    try:
+        candidates = sorted(root.iterdir())
+    except OSError:
         return []
     found = []
-    for candidate in sorted(root.iterdir()):
-        if candidate.is_symlink() or not candidate.is_dir():
+    for candidate in candidates:
+        if not _is_dir(candidate):  # lstat: a symlink is never followed
             continue
-        if all((candidate / sub).is_dir() for sub in ("upper", "work", "merged")):
+        if not (_is_dir(candidate / "upper") and _is_dir(candidate / "work")):
+            continue
+        merged = candidate / "merged"
+        if _is_dir(merged) or _dead_or_mounted(merged, mounted or set()):
             found.append(candidate)
     return found
 
 
 def sweep(basetemp: Path) -> list[Path]:
-    """Unmount and open up stale workspaces under *basetemp*; return those it touched."""
-    swept = stale_workspaces(basetemp)
-    if not swept:
-        return []
+    """Unmount and open up stale workspaces under *basetemp*; return those it touched.
+
+    It never raises: whatever it cannot clean, pytest's own removal of the basetemp
+    reports. A dead mount must not stop the run that comes to clean it up.
+    """
     mounted = _mount_points()
+    swept = stale_workspaces(basetemp, mounted)
     for space in swept:
         merged = space / "merged"
-        if os.fspath(merged) in mounted:
-            try:
-                with _namespace.mount_privileges():
-                    _mount.unmount(merged)
-            except OSError:
-                # A fuse mount an ordinary user made through fusermount3 in the host
-                # namespace, left when even the watcher (see _reaper) was killed.
-                _mount.fusermount_unmount(merged, lazy=True)
+        if _dead_or_mounted(merged, mounted):
+            _unmount(merged)
         _open_up(space / "work")
     return swept
+
+
+def _unmount(merged: Path) -> None:
+    try:
+        with _namespace.mount_privileges():
+            _mount.unmount(merged)
+        return
+    except OSError:
+        pass
+    # A fuse mount an ordinary user made through fusermount3 in the host namespace,
+    # left when even the watcher (see _linux.reaper) was killed.
+    _mount.fusermount_unmount(merged, lazy=True)
 
 
 def _open_up(directory: Path) -> None:
