@@ -13,6 +13,7 @@ from pytest_overlay._errors import BackendUnavailable, OverlayError, OverlayWarn
 
 if TYPE_CHECKING:
     from pytest_overlay._layers.changes import Change, ChangeKind
+    from pytest_overlay._plugin.datadir import LazyDataDir
     from pytest_overlay._plugin.overlay_fixture import overlay_fixture
     from pytest_overlay._plugin.snapshotter import Snapshotter
     from pytest_overlay.snapshot import Snapshot
@@ -22,6 +23,7 @@ __all__ = [
     "BackendUnavailable",
     "Change",
     "ChangeKind",
+    "LazyDataDir",
     "OverlayError",
     "OverlayStack",
     "OverlayWarning",
@@ -33,6 +35,7 @@ __all__ = [
 _HOMES = {
     "Change": "pytest_overlay.changes",
     "ChangeKind": "pytest_overlay.changes",
+    "LazyDataDir": "pytest_overlay._plugin.datadir",
     "OverlayStack": "pytest_overlay.stack",
     "Snapshot": "pytest_overlay.snapshot",
     "Snapshotter": "pytest_overlay._plugin.snapshotter",

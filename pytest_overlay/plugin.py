@@ -40,6 +40,8 @@ _STACK = pytest.StashKey["OverlayStack"]()
 _FAILED = pytest.StashKey[bool]()
 _KEEP_AT = pytest.StashKey[Path]()
 _KEEPER = pytest.StashKey[_retention.Keeper]()
+# Set when overlay_datadir serves the datadir fixtures: the plugin it replaced, if any.
+_DATADIR_REPLACED = pytest.StashKey["str | None"]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -105,6 +107,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "overlay_stack for tests without an overlay marker; relative to the configuration "
         "file's directory",
     )
+    group.addoption(
+        "--overlay-datadir",
+        dest="overlay_datadir",
+        action="store_true",
+        default=None,
+        help="serve pytest-datadir's fixtures (datadir, shared_datadir, original_datadir, "
+        "lazy_datadir, lazy_shared_datadir) as unions instead of copies, in place of "
+        "pytest-datadir if installed. Ini: overlay_datadir.",
+    )
+    parser.addini(
+        "overlay_datadir",
+        type="bool",
+        default=False,
+        help="default for --overlay-datadir (false)",
+    )
     _snapshot_fixtures.addoption(parser)
 
 
@@ -122,6 +139,10 @@ def pytest_configure(config: pytest.Config) -> None:
     _retention.settings(config)
     _config.workspace_setting(config)
     _snapshot_fixtures.configure(config)
+    if _datadir_on(config):
+        from pytest_overlay._plugin import datadir
+
+        config.stash[_DATADIR_REPLACED] = datadir.configure(config)
     if not _linux():
         return
     # A pytest-xdist worker takes over the user namespace its controller entered.
@@ -182,8 +203,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         _session.activate(session.config)
 
 
+def _datadir_on(config: pytest.Config) -> bool:
+    flag = config.getoption("overlay_datadir", None)
+    return bool(flag if flag is not None else config.getini("overlay_datadir"))
+
+
 def pytest_report_header(config: pytest.Config) -> str:
-    return _info.header_line(config)
+    line = _info.header_line(config)
+    if _DATADIR_REPLACED in config.stash:
+        replaced = config.stash[_DATADIR_REPLACED]
+        line += "; datadir fixtures: pytest-overlay" + (f" (not {replaced})" if replaced else "")
+    return line
 
 
 @pytest.fixture(scope="session")
