@@ -153,6 +153,16 @@ def overlay(backend: str) -> Config:
     )
 
 
+#: The pytest-datadir drop-in: pytest-datadir's datadir fixture, served as a union.
+OVERLAY_DATADIR = Config(
+    key="overlay-datadir",
+    label="pytest-overlay datadir (overlay_datadir drop-in)",
+    plugins=("pytest_overlay.plugin",),
+    fixture="datadir",
+    root="datadir",
+    datadir_link=True,
+    ini=("overlay_datadir = true",),
+)
 EMPTY = Config(key="empty", label="empty test (pytest's own cost)", fixture="")
 PROPOSALS: tuple[Config, ...] = ()
 #: The kernel backend with its workspaces on disk (the default before tmpfs workspaces).

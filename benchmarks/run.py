@@ -545,6 +545,7 @@ def main() -> None:
 
     chosen = [
         *working_backends(paths[0][1], args.scratch, notes),
+        configs.OVERLAY_DATADIR,
         configs.BARE,
         configs.EMPTY,
         configs.REFERENCE,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import itertools
 import os
@@ -170,8 +169,8 @@ class OverlayStack:
     mount (default: a new temporary directory). *backend* is ``"auto"`` (the best that
     works here), a backend name (``"kernel"``, ``"userns"``, ``"fuse"``, ``"copy"``) or a
     backend object. *merged* is where the union shows (default: ``merged`` inside the
-    workspace): a new or empty directory outside the lowers, made on mount and removed
-    again on close if the stack made it.
+    workspace): a new or empty directory outside the lowers, made on mount if missing and
+    left empty at close.
     """
 
     def __init__(
@@ -193,7 +192,6 @@ class OverlayStack:
         self._workspace_parent = Path(workspace) if workspace is not None else None
         _check_layout(chain_paths(self._base), self._workspace_parent)
         self._target = None if merged is None else _check_target(Path(merged), self._base)
-        self._made_target = False
         self._requested = backend
         self._name = name
         self._space: Workspace | None = None
@@ -286,7 +284,6 @@ class OverlayStack:
             backend.mount(self.lowers, space)
         except BaseException:
             remove_workspace(space.root)
-            self._remove_target()
             raise
         self._space, self._backend = space, backend
         self._keeper = WorkspaceKeeper(space.root)
@@ -322,7 +319,6 @@ class OverlayStack:
         target = self._target
         try:
             target.mkdir(parents=True)
-            self._made_target = True
         except FileExistsError:
             if not target.is_dir() or target.is_symlink() or any(target.iterdir()):
                 raise OverlayError(
@@ -331,16 +327,9 @@ class OverlayStack:
                 ) from None
         return Workspace(space.root, space.upper, space.work, target)
 
-    def _remove_target(self) -> None:
-        if self._made_target and self._target is not None:
-            with contextlib.suppress(OSError):  # not empty: something else wrote there
-                self._target.rmdir()
-            self._made_target = False
-
     def _release(self, space: Workspace) -> None:
         """Forget the (unmounted) workspace; delete it unless snapshots still use it."""
         self._space = None
-        self._remove_target()
         keeper, self._keeper = self._keeper, None
         self._chain, self._origin = self._base, None
         if keeper is None:  # pragma: no cover - mounted stacks always have one

@@ -73,7 +73,7 @@ def test_the_fixtures_serve_unions_and_leave_the_data_alone(
     project.makeini(ON)
     result = project.runpytest_subprocess(f"--overlay-backend={backend}")
     result.assert_outcomes(passed=5)
-    result.stdout.fnmatch_lines(["overlay: *; datadir fixtures: pytest-overlay"])
+    result.stdout.fnmatch_lines(["overlay: *; datadir fixtures: pytest-overlay*"])
     _untouched(project)
 
 

@@ -54,7 +54,7 @@ class OverlayStackFactory:
 
         *name* prefixes the workspace directory, to find it under ``--basetemp``.
         *merged* shows the union at that new or empty directory instead of inside the
-        workspace (see :class:`~pytest_overlay.OverlayStack`).
+        workspace; it is left empty at close (see :class:`~pytest_overlay.OverlayStack`).
         Close it with :meth:`OverlayStack.close` when done; the factory closes whatever is
         left at the end of the session.
         """
