@@ -107,7 +107,9 @@ def test_a_missing_shared_data_directory_says_so(pytester: pytest.Pytester) -> N
     result.stdout.fnmatch_lines(["*shared_datadir: there is no directory *data; create it*"])
 
 
-def test_ours_replace_pytest_datadirs_whatever_the_order(project: pytest.Pytester) -> None:
+def test_ours_replace_pytest_datadirs_whatever_the_order(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A stand-in for pytest-datadir's plugin module, loaded before ours would register.
     package = project.mkpydir("pytest_datadir")
     (package / "plugin.py").write_text(
@@ -115,6 +117,10 @@ def test_ours_replace_pytest_datadirs_whatever_the_order(project: pytest.Pyteste
     )
     project.makeini(ON)
     project.syspathinsert()
-    result = project.runpytest_subprocess("-p", "pytest_datadir.plugin")
+    # Only these two plugins, so that an installed pytest-datadir cannot clash with it.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    result = project.runpytest_subprocess(
+        "-p", "pytest_datadir.plugin", "-p", "pytest_overlay.plugin"
+    )
     result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines(["*datadir fixtures: pytest-overlay (not pytest_datadir.plugin)"])
