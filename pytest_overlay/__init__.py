@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_overlay._errors import BackendUnavailable, OverlayError
 
 if TYPE_CHECKING:
+    from pytest_overlay._errors import OverlayWarning
     from pytest_overlay._layers.changes import Change, ChangeKind
     from pytest_overlay._plugin.overlay_fixture import overlay_fixture
     from pytest_overlay._plugin.snapshotter import Snapshotter
@@ -24,6 +25,7 @@ __all__ = [
     "ChangeKind",
     "OverlayError",
     "OverlayStack",
+    "OverlayWarning",
     "Snapshot",
     "Snapshotter",
     "overlay_fixture",
@@ -33,6 +35,7 @@ _HOMES = {
     "Change": "pytest_overlay.changes",
     "ChangeKind": "pytest_overlay.changes",
     "OverlayStack": "pytest_overlay.stack",
+    "OverlayWarning": "pytest_overlay._errors",
     "Snapshot": "pytest_overlay.snapshot",
     "Snapshotter": "pytest_overlay._plugin.snapshotter",
     "overlay_fixture": "pytest_overlay._plugin.overlay_fixture",
