@@ -226,6 +226,14 @@ def test_a_thread_from_another_plugin_falls_down_the_ladder(pytester: pytest.Pyt
             "using fuse",
         ]
     )
+    # A warning filter can make the fallback a failure: the test errors at setup, and the
+    # session goes on (no internal error).
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-W", "error::pytest_overlay.OverlayWarning"
+    )
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["E *OverlayWarning: pytest-overlay: userns cannot work*"])
+    assert "INTERNALERROR" not in result.stdout.str()
     # The fix the warning names works: the namespace is entered before the thread starts.
     result = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "-s", "-W", "error", "--overlay-userns=start"

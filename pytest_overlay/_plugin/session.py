@@ -29,6 +29,7 @@ class Selection:
     refused: dict[str, str] = field(default_factory=dict)
     #: What fell down the ladder and why, for the report header ("" if nothing did).
     fell_back: str = ""
+    warned: bool = False
     #: Decided at start-up, before collection: why the user namespace was entered then,
     #: "" when the session showed no use of the plugin, None when not decided then.
     start_reason: str | None = None
@@ -127,9 +128,11 @@ def _select(config: pytest.Config, chosen: Selection) -> None:
 
 
 def _fall_back(chosen: Selection, name: str, reason: str) -> None:
+    # Said by backend_or_skip, in the setup of the first test that mounts: there the
+    # warning belongs to a test, and -W error turns it into that test's error instead of
+    # an internal error of the collection.
     instead = chosen.backend.name if chosen.backend else "none (tests that mount skip)"
     chosen.fell_back = f"{name} cannot work in this process ({reason}); using {instead}"
-    warnings.warn(OverlayWarning(f"pytest-overlay: {chosen.fell_back}"), stacklevel=1)
 
 
 def activate(config: pytest.Config) -> None:
@@ -169,6 +172,9 @@ def start_userns(config: pytest.Config, why: str) -> None:
 
 def backend_or_skip(config: pytest.Config) -> Backend:
     chosen = resolve(config)
+    if chosen.fell_back and not chosen.warned:
+        chosen.warned = True
+        warnings.warn(OverlayWarning(f"pytest-overlay: {chosen.fell_back}"), stacklevel=2)
     if chosen.backend is None:
         pytest.skip(f"pytest-overlay cannot mount here: {chosen.reason}")
     if not chosen.activated:
