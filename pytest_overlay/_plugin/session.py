@@ -76,6 +76,8 @@ def selection(config: pytest.Config) -> Selection:
 
 def validate(config: pytest.Config) -> None:
     """Refuse an unknown backend name at start-up (a usage error, exit status 4)."""
+    if requested_backend(config) == AUTO:
+        return  # nothing to check: no need to load every backend module at start-up
     names = _backends.backend_names(registered_backends(config))
     _config.choice(config, "overlay_backend", names, flag="--overlay-backend", what="backend")
 
