@@ -189,15 +189,16 @@ def test_overlay_userns_never_mounts_without_a_user_namespace(pytester: pytest.P
         mp.setenv("OBSERVED", os.fspath(out))
         result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", "-W", "error")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*BACKEND fuse*"] if _fuse_in_host() else ["*BACKEND copy*"])
+    assert _backend_used(result) in ("fuse", "copy")
     assert json.loads(out.read_text())["user"] == os.readlink("/proc/self/ns/user")
 
 
-def _fuse_in_host() -> bool:
-    """Whether fuse-overlayfs can mount through fusermount3 here (no user namespace)."""
-    from pytest_overlay._backends.fuse import FUSE
-
-    return FUSE._executable() is not None and os.access("/dev/fuse", os.R_OK | os.W_OK)
+def _backend_used(result: pytest.RunResult) -> str:
+    """The backend OVERLAY_TEST printed: fuse where fusermount3 can mount from where the
+    run started, else copy (inside another user namespace, as under pytest-xdist here)."""
+    lines = [line for line in result.outlines if "BACKEND " in line]
+    assert len(lines) == 1, result.outlines
+    return lines[0].split("BACKEND ", 1)[1].split()[0]
 
 
 def test_overlay_userns_rejects_unknown_values(pytester: pytest.Pytester) -> None:
@@ -218,12 +219,13 @@ def test_a_thread_from_another_plugin_falls_down_the_ladder(pytester: pytest.Pyt
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", "-rA")
     # Before: skipped with "load pytest-overlay before the plugin that starts them".
     result.assert_outcomes(passed=1, warnings=1)
+    used = _backend_used(result)
+    assert used in ("fuse", "copy")
     result.stdout.fnmatch_lines(
         [
-            "*BACKEND fuse*",
             "*OverlayWarning: pytest-overlay: userns cannot work in this process (the "
             "process already runs * threads (other-plugin*overlay_userns = start*); "
-            "using fuse",
+            f"using {used}",
         ]
     )
     # A warning filter can make the fallback a failure: the test errors at setup, and the
@@ -285,3 +287,24 @@ def test_rerunfailures_installed(pytester: pytest.Pytester) -> None:
     if os.geteuid() != 0 and auto_backend() == "userns":
         assert "BACKEND userns" not in result.stdout.str()
         result.stdout.fnmatch_lines(["*OverlayWarning*userns cannot work in this process*"])
+
+
+def _ambient_capabilities() -> int:
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith("CapAmb:"))
+    return int(line.split()[1], 16)
+
+
+def test_start_up_hands_capabilities_to_xdist_workers_only(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entering at start-up outside pytest-xdist's controller gives no capability to the
+    programs the tests start (it once leaked into every later subprocess)."""
+    monkeypatch.delenv(_namespace.INHERIT_ENV, raising=False)
+    before = _ambient_capabilities()
+    pytester.makepyfile("def test_unrelated():\n    pass\n")
+    # In-process: whatever the start-up does, it does to this process.
+    pytester.runpytest(f"--overlay-backend={auto_backend()}").assert_outcomes(passed=1)
+    pytester.runpytest("--overlay-userns=start").assert_outcomes(passed=1)
+    assert _ambient_capabilities() == before == 0
+    assert _namespace.INHERIT_ENV not in os.environ

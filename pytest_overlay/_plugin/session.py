@@ -165,11 +165,14 @@ def activate(config: pytest.Config) -> None:
 
 def start_userns(config: pytest.Config, why: str) -> None:
     """Activate the backend at start-up (an ordinary user's process, still single-threaded)
-    and let pytest-xdist workers inherit what it entered."""
+    and, in pytest-xdist's controller, let the workers inherit what it entered."""
     chosen = selection(config)
     chosen.start_reason = why
     activate(config)
-    _namespace.prepare_children()
+    if is_xdist_controller(config):
+        # Only there: it hands the mount capability to every program started from now on
+        # (as ambient capabilities), which the workers must get and nothing else should.
+        _namespace.prepare_children()
 
 
 def backend_or_skip(config: pytest.Config) -> Backend:
