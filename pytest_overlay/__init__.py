@@ -9,9 +9,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from pytest_overlay._errors import BackendUnavailable, OverlayError, OverlayWarning
+from pytest_overlay._errors import BackendUnavailable, OverlayError
 
 if TYPE_CHECKING:
+    from pytest_overlay._errors import OverlayWarning
     from pytest_overlay._layers.changes import Change, ChangeKind
     from pytest_overlay._plugin.datadir import LazyDataDir
     from pytest_overlay._plugin.overlay_fixture import overlay_fixture
@@ -37,6 +38,7 @@ _HOMES = {
     "ChangeKind": "pytest_overlay.changes",
     "LazyDataDir": "pytest_overlay._plugin.datadir",
     "OverlayStack": "pytest_overlay.stack",
+    "OverlayWarning": "pytest_overlay._errors",
     "Snapshot": "pytest_overlay.snapshot",
     "Snapshotter": "pytest_overlay._plugin.snapshotter",
     "overlay_fixture": "pytest_overlay._plugin.overlay_fixture",

@@ -4,8 +4,7 @@ how to fix it, and the helper that keeps their listings short."""
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-
-import pytest
+from typing import TYPE_CHECKING
 
 
 class OverlayError(Exception):
@@ -20,11 +19,30 @@ class BackendUnavailable(OverlayError):
     """No mechanism that can mount a union works in this process (see the message)."""
 
 
-class OverlayWarning(pytest.PytestWarning):
-    """pytest-overlay's warnings: something works, but probably not as meant.
+if TYPE_CHECKING:
+    import pytest
 
-    Make them errors with ``-W error::pytest_overlay.OverlayWarning``.
-    """
+    class OverlayWarning(pytest.PytestWarning):
+        """Something pytest-overlay worked around; the message says what and how to avoid it."""
+
+else:
+
+    def __getattr__(name: str) -> type:
+        # pytest is imported only when the warning is first needed: the package is also
+        # used outside pytest (OverlayStack as a context manager), which should not pay
+        # for importing pytest.
+        if name != "OverlayWarning":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        import pytest
+
+        class OverlayWarning(pytest.PytestWarning):
+            """Something pytest-overlay worked around; the message says what and how to
+            avoid it."""
+
+        OverlayWarning.__module__ = "pytest_overlay"
+        OverlayWarning.__qualname__ = "OverlayWarning"
+        globals()[name] = OverlayWarning
+        return OverlayWarning
 
 
 def layer_list(

@@ -22,6 +22,7 @@ from pytest_overlay._plugin import config as _config
 from pytest_overlay._plugin import fixture_hints as _fixture_hints
 from pytest_overlay._plugin import info as _info
 from pytest_overlay._plugin import markers as _markers
+from pytest_overlay._plugin import needs as _needs
 from pytest_overlay._plugin import outcomes as _outcomes
 from pytest_overlay._plugin import per_example as _per_example
 from pytest_overlay._plugin import retention as _retention
@@ -85,7 +86,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "backend mounts, else disk), tmpfs, or disk (under the basetemp). Ini: "
         "overlay_workspace.",
     )
+    group.addoption(
+        "--overlay-userns",
+        dest="overlay_userns",
+        default=None,
+        metavar="WHEN",
+        help="when an ordinary user enters the user namespace that lets it mount (files "
+        "of unmapped owners then show as nobody): auto (default: when a test needs a "
+        "mount; under pytest-xdist, at start-up if the suite uses pytest-overlay), start "
+        "(always, at start-up), never (mount with fuse-overlayfs or copy instead). Ini: "
+        "overlay_userns.",
+    )
     parser.addini("overlay_backend", help="default for --overlay-backend (auto)", default="auto")
+    parser.addini("overlay_userns", help="default for --overlay-userns (auto)", default="auto")
     parser.addini(
         "overlay_workspace", help="default for --overlay-workspace (auto)", default="auto"
     )
@@ -133,11 +146,15 @@ def _linux() -> bool:
     return hasattr(os, "geteuid") and os.uname().sysname == "Linux"
 
 
+# tryfirst: before other plugins' pytest_configure, which may start threads (as
+# pytest-rerunfailures does), after which no user namespace can be entered.
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _config.MARKER_HELP)
     _session.validate(config)
     _retention.settings(config)
     _config.workspace_setting(config)
+    userns = _config.userns_setting(config)
     _snapshot_fixtures.configure(config)
     if _datadir_on(config):
         from pytest_overlay._plugin import datadir
@@ -147,20 +164,35 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     # A pytest-xdist worker takes over the user namespace its controller entered.
     _namespace.adopt_inherited()
+    if userns == "never":
+        _namespace.forbid_user_namespace(
+            "overlay_userns = never: no user namespace is entered (remove the setting to "
+            "let pytest-overlay mount with kernel overlayfs)"
+        )
     basetemp = config.option.basetemp
     if basetemp and not hasattr(config, "workerinput"):
         # A killed earlier run may have left workspaces there, which pytest could not
         # collect past or delete; open them up before it tries.
         _sweep.sweep(Path(basetemp).resolve())
-    if _session.running_as_root():
-        # Cheap, and from here on no mount this process makes can outlive it.
-        _namespace.enter_private_mount_namespace()
-    if _session.is_xdist_controller(config):
-        # Workers start as new programs before any test is collected: prepare now, while
-        # this process still has a single thread, and hand the namespace down.
-        _session.activate(config)
-        _namespace.prepare_children()
-    elif _session.selection(config).requested != AUTO:
+    # Nothing else happens here unless the session needs it: a suite that never mounts
+    # must run as with -p no:overlay. Root enters its private mount namespace when the
+    # backend is first activated; an ordinary user its user namespace.
+    if not _session.running_as_root() and not hasattr(config, "workerinput"):
+        requested = _session.selection(config).requested
+        if userns == "start":
+            _session.start_userns(config, "overlay_userns = start")
+        elif requested != AUTO:
+            # Asked for by name: prepare it now, before other plugins start threads.
+            _session.start_userns(config, f"--overlay-backend={requested}")
+        elif userns == "auto" and _session.is_xdist_controller(config):
+            # Workers start as new programs before any test is collected: decide now,
+            # while this process still has a single thread, and hand the namespace down.
+            why = _needs.why_it_mounts(config)
+            if why:
+                _session.start_userns(config, why)
+            else:
+                _session.selection(config).start_reason = ""
+    if _session.selection(config).requested != AUTO:
         # A named backend that cannot work here is an error that says why, at start-up.
         chosen = _session.resolve(config)
         if chosen.backend is None:

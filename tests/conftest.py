@@ -10,7 +10,14 @@ from hypothesis import HealthCheck, settings
 
 from pytest_overlay._backends.ladder import builtin_backends
 from pytest_overlay._backends.protocol import Backend
+from pytest_overlay._linux import namespace as _namespace
 from tests.helpers import usable_backend
+
+if os.geteuid() == 0:
+    # The plugin moves root into a private mount namespace only when a collected test
+    # mounts through it; these tests also mount directly (OverlayStack, the backends),
+    # and no mount of theirs may outlive the run either.
+    _namespace.enter_private_mount_namespace()
 
 # "default" keeps local runs quick; .ci/run selects "ci"; "nightly" is for long searches.
 # "ci" is derandomized: a commit that passes it here passes it in CI, and a new failure

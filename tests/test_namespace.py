@@ -24,9 +24,9 @@ def test_thread_count_sees_new_threads() -> None:
 
 
 def test_state_matches_privileges() -> None:
-    state = _namespace.state()
     if os.geteuid() == 0:
-        # The plugin moved this pytest process into a private mount namespace.
+        # Entering is idempotent (the plugin did it already if a collected test mounts).
+        state = _namespace.enter_private_mount_namespace()
         assert state.mode is _namespace.Mode.PRIVATE
     else:
         # Entering is idempotent: either we are in the user namespace or we know why not.

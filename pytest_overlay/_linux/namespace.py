@@ -13,6 +13,7 @@ import contextlib
 import enum
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,33 @@ def thread_count() -> int:
         return len(os.listdir("/proc/self/task"))
     except OSError:
         return 1
+
+
+#: In every reason that blames threads (see :func:`threads_reason`).
+SINGLE_THREADED = "the kernel lets only a single-threaded process enter a user namespace"
+
+
+def threads_reason() -> str:
+    """Why this process can no longer enter a user namespace because of its threads, or ""."""
+    threads = thread_count()
+    if threads <= 1:
+        return ""
+    # Python threads have names that point at the plugin that started them (e.g.
+    # pytest-rerunfailures' "run_server"); threads started from C show only in the count.
+    names = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    started = f" ({', '.join(names)})" if names else ""
+    return (
+        f"the process already runs {threads} threads{started}, started by another plugin "
+        f"or by pytest-xdist, and {SINGLE_THREADED}: set 'overlay_userns = start' to enter "
+        "it at start-up, before other plugins start threads, or run pytest as root"
+    )
+
+
+def forbid_user_namespace(reason: str) -> None:
+    """Never enter a user namespace in this process (``overlay_userns = never``)."""
+    global _state
+    if _state.mode is Mode.NONE:
+        _state = State(Mode.NONE, reason)
 
 
 def _make_root_private() -> None:
@@ -201,14 +229,9 @@ def enter_user_namespace() -> State:
     global _state
     if _state.mode is not Mode.NONE or _state.reason:
         return _state
-    threads = thread_count()
-    if threads > 1:
-        _state = State(
-            Mode.NONE,
-            f"the process already runs {threads} threads, and the kernel only lets a "
-            "single-threaded process enter a user namespace: load pytest-overlay before "
-            "the plugin that starts them, or run pytest as root",
-        )
+    busy = threads_reason()
+    if busy:
+        _state = State(Mode.NONE, busy)
         return _state
     failure = cached_probe()
     if failure:

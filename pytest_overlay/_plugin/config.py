@@ -137,3 +137,12 @@ def workspace_setting(config: pytest.Config) -> str:
     return choice(
         config, "overlay_workspace", WORKSPACE_SETTINGS, flag="--overlay-workspace", what="value"
     )
+
+
+#: Values of ``--overlay-userns``: when an ordinary user's process enters its user
+#: namespace (see ``_plugin.needs``).
+USERNS_SETTINGS = ("auto", "start", "never")
+
+
+def userns_setting(config: pytest.Config) -> str:
+    return choice(config, "overlay_userns", USERNS_SETTINGS, flag="--overlay-userns", what="value")

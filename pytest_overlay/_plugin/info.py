@@ -10,13 +10,33 @@ import pytest
 from pytest_overlay._linux import namespace as _namespace
 from pytest_overlay._plugin import session as _session
 
+_UNMAPPED = "files of unmapped owners show as nobody; overlay_userns = never opts out"
+
 
 def header_line(config: pytest.Config) -> str:
-    """The one report-header line naming the backend this session uses."""
-    chosen = _session.resolve(config)
+    """The report-header line: the backend, if already chosen, and what start-up changed.
+
+    It never probes: a session that mounts nothing must not pay for a trial mount. The
+    backend is named once something chose it (a named backend, or pytest-xdist's
+    controller preparing its workers); otherwise it is picked when a test first mounts.
+    """
+    chosen = _session.selection(config)
+    if not chosen.done:
+        text = "overlay: backend chosen when a test first mounts (see pytest --overlay-info)"
+        if chosen.start_reason == "":
+            text += (
+                "; no user namespace entered for the pytest-xdist workers, as no test seems "
+                "to use pytest-overlay (overlay_userns = start enters one)"
+            )
+        return text
     if chosen.backend is None:
         return f"overlay: no backend ({chosen.reason})"
-    return f"overlay: backend {chosen.backend.name} ({chosen.backend.description})"
+    text = f"overlay: backend {chosen.backend.name} ({chosen.backend.description})"
+    if chosen.fell_back:
+        text += f"; {chosen.fell_back}"
+    if chosen.start_reason and _namespace.state().mode is _namespace.Mode.USERNS:
+        text += f"; user namespace entered at start-up ({chosen.start_reason}): {_UNMAPPED}"
+    return text
 
 
 def report(config: pytest.Config) -> str:
@@ -31,7 +51,11 @@ def report(config: pytest.Config) -> str:
     ]
     width = max(len(b.name) for b in backends)
     for backend in backends:
-        reason = _session.veto_reason(config, backend) or backend.probe()
+        reason = (
+            chosen.refused.get(backend.name)
+            or _session.veto_reason(config, backend)
+            or backend.probe()
+        )
         mark = "ok " if not reason else "no "
         picked = "  <- chosen" if backend is chosen.backend else ""
         lines.append(f"  {mark} {backend.name:<{width}}  {backend.description}{picked}")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import pytest
 
 from pytest_overlay._backends import ladder as _backends
 from pytest_overlay._backends.protocol import AUTO, Backend
-from pytest_overlay._errors import BackendUnavailable, OverlayError
+from pytest_overlay._errors import BackendUnavailable, OverlayError, OverlayWarning
+from pytest_overlay._linux import namespace as _namespace
 from pytest_overlay._plugin import config as _config
 
 
@@ -23,6 +25,14 @@ class Selection:
     done: bool = False
     activated: bool = False
     extra: dict[str, object] = field(default_factory=dict)
+    #: Backends that probed fine but could not work once activated, with why.
+    refused: dict[str, str] = field(default_factory=dict)
+    #: What fell down the ladder and why, for the report header ("" if nothing did).
+    fell_back: str = ""
+    warned: bool = False
+    #: Decided at start-up, before collection: why the user namespace was entered then,
+    #: "" when the session showed no use of the plugin, None when not decided then.
+    start_reason: str | None = None
 
 
 _KEY = pytest.StashKey[Selection]()
@@ -66,6 +76,8 @@ def selection(config: pytest.Config) -> Selection:
 
 def validate(config: pytest.Config) -> None:
     """Refuse an unknown backend name at start-up (a usage error, exit status 4)."""
+    if requested_backend(config) == AUTO:
+        return  # nothing to check: no need to load every backend module at start-up
     names = _backends.backend_names(registered_backends(config))
     _config.choice(config, "overlay_backend", names, flag="--overlay-backend", what="backend")
 
@@ -76,11 +88,25 @@ def resolve(config: pytest.Config) -> Selection:
     if chosen.done:
         return chosen
     chosen.done = True
+    if running_as_root() and _namespace.state().mode is _namespace.Mode.NONE:
+        # Before the kernel backend's trial mount, so that even it cannot outlive us.
+        _namespace.enter_private_mount_namespace()
+    _select(config, chosen)
+    return chosen
+
+
+def _select(config: pytest.Config, chosen: Selection) -> None:
+    refused = chosen.refused
+
+    def veto(backend: Backend) -> str | None:
+        return refused.get(backend.name) or veto_reason(config, backend)
+
+    backends = registered_backends(config)
     try:
         chosen.backend = _backends.select_backend(
             chosen.requested,
-            registered_backends(config),
-            veto=lambda b: veto_reason(config, b),
+            backends,
+            veto=veto,
             choose=lambda candidates: config.hook.pytest_overlay_choose_backend(
                 config=config, candidates=candidates
             ),
@@ -89,19 +115,71 @@ def resolve(config: pytest.Config) -> Selection:
         chosen.reason = str(exc)
     except OverlayError as exc:
         raise pytest.UsageError(str(exc)) from None
-    return chosen
+    if chosen.requested == AUTO:
+        # A rung that works on this machine but not in this process, because another
+        # plugin started a thread before pytest-overlay needed the user namespace: the
+        # user should hear why the session mounts with something slower.
+        below = chosen.backend.rank if chosen.backend else None
+        for backend in backends:
+            if below is not None and backend.rank >= below:
+                break
+            reason = chosen.refused.get(backend.name) or backend.probe()
+            if _namespace.SINGLE_THREADED in reason:
+                _fall_back(chosen, backend.name, reason)
+                break
+
+
+def _fall_back(chosen: Selection, name: str, reason: str) -> None:
+    # Said by backend_or_skip, in the setup of the first test that mounts: there the
+    # warning belongs to a test, and -W error turns it into that test's error instead of
+    # an internal error of the collection.
+    instead = chosen.backend.name if chosen.backend else "none (tests that mount skip)"
+    chosen.fell_back = f"{name} cannot work in this process ({reason}); using {instead}"
 
 
 def activate(config: pytest.Config) -> None:
-    """Resolve and prepare the backend while the process is still single-threaded."""
+    """Resolve and prepare the backend while the process is still single-threaded.
+
+    A backend that cannot work once activated (the userns rung, when another plugin has
+    started a thread since the probe) gives way to the next rung that works, with an
+    :class:`~pytest_overlay.OverlayWarning` saying why; a backend named by the user
+    does not, and the tests that need it skip with the reason.
+    """
     chosen = resolve(config)
-    if chosen.backend is not None and not chosen.activated:
-        chosen.activated = True
-        chosen.backend.activate()
+    while chosen.backend is not None and not chosen.activated:
+        backend = chosen.backend
+        backend.activate()
+        reason = backend.probe()
+        if not reason:
+            chosen.activated = True
+            return
+        chosen.refused[backend.name] = reason
+        chosen.backend = None
+        chosen.reason = f"the {backend.name!r} backend cannot work here: {reason}"
+        if chosen.requested != AUTO:
+            return
+        _select(config, chosen)
+        if not chosen.fell_back:
+            _fall_back(chosen, backend.name, reason)
+
+
+def start_userns(config: pytest.Config, why: str) -> None:
+    """Activate the backend at start-up (an ordinary user's process, still single-threaded)
+    and, in pytest-xdist's controller, let the workers inherit what it entered."""
+    chosen = selection(config)
+    chosen.start_reason = why
+    activate(config)
+    if is_xdist_controller(config):
+        # Only there: it hands the mount capability to every program started from now on
+        # (as ambient capabilities), which the workers must get and nothing else should.
+        _namespace.prepare_children()
 
 
 def backend_or_skip(config: pytest.Config) -> Backend:
     chosen = resolve(config)
+    if chosen.fell_back and not chosen.warned:
+        chosen.warned = True
+        warnings.warn(OverlayWarning(f"pytest-overlay: {chosen.fell_back}"), stacklevel=2)
     if chosen.backend is None:
         pytest.skip(f"pytest-overlay cannot mount here: {chosen.reason}")
     if not chosen.activated:
