@@ -6,6 +6,7 @@ import errno
 import itertools
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -25,7 +26,7 @@ from pytest_overlay._chain import (
     layer_path,
     root_attributes,
 )
-from pytest_overlay._errors import OverlayError, layer_list
+from pytest_overlay._errors import OverlayError, OverlayWarning, layer_list
 from pytest_overlay._layers import statediff as _statediff
 from pytest_overlay._layers.changes import Change
 from pytest_overlay._linux import busy as _busy
@@ -207,6 +208,8 @@ class OverlayStack:
         self._upper_attributes: tuple[object, ...] = ()
         #: False if the last unmount found the union busy and detached it lazily.
         self.clean_unmount = True
+        #: The process's working directory when the union was mounted.
+        self._cwd: str | None = None
 
     def __repr__(self) -> str:
         state = f"mounted at {self._space.merged}" if self._space else "not mounted"
@@ -286,6 +289,7 @@ class OverlayStack:
             remove_workspace(space.root)
             raise
         self._space, self._backend = space, backend
+        self._cwd = _getcwd()
         self._keeper = WorkspaceKeeper(space.root)
         self._origin = make_snapshot(self._base, None, "base", self)
         self._frozen = self._taken = 0
@@ -304,10 +308,19 @@ class OverlayStack:
         if space is None:
             return
         assert self._backend is not None
+        # A working directory inside merged keeps the mount busy, and once the union is
+        # gone the process's os.getcwd() fails: move it back to where it was at mount.
+        _leave(space.merged, self._cwd)
         self.clean_unmount = self._backend.unmount(space)
+        problems: list[str] = []
+        if not self.clean_unmount:
+            problems.append(_detached_message(space.merged, _busy.detached_holders(space.merged)))
         if keep_upper is not None:
             _keep_layer(space.upper, Path(keep_upper))
         self._release(space)
+        # Warned last, after everything is cleaned up: "-W error" makes this raise.
+        for problem in problems:
+            warnings.warn(problem, OverlayWarning, stacklevel=2)
 
     def _show_at_target(self, space: Workspace) -> Workspace:
         """*space* with the union shown at the requested ``merged`` directory instead.
@@ -477,10 +490,13 @@ class OverlayStack:
         # Something opened a file between the busy check and the unmount. The detached
         # mount may still write to the upper layer, which must not become a frozen layer.
         self.clean_unmount = False
+        held = _busy.detached_holders(space.merged)
         self._release(space)
+        who = f" ({'; '.join(held)})" if held else ""
         raise OverlayError(
-            f"cannot {doing}: {space.merged} became busy while unmounting and was detached; "
-            "this stack is now closed. Close files under merged before snapshot/restore."
+            f"cannot {doing}: {space.merged} became busy{who} while unmounting and was "
+            "detached; this stack is now closed. Close files under merged before "
+            "snapshot/restore."
         )
 
     def _remount(self, space: Workspace, chain: tuple[Layer, ...]) -> None:
@@ -514,3 +530,50 @@ def _keep_layer(upper: Path, destination: Path) -> None:
         write_layer(read_layer(upper), destination)
         remove_workspace(upper)
     upper.mkdir()
+
+
+def _getcwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the working directory was deleted
+        return None
+
+
+def _cwd_inside(merged: Path) -> bool:
+    cwd = _getcwd()
+    if cwd is None:
+        # Deleted, maybe by the copy backend's teardown-to-be or by the test itself:
+        # the kernel still knows where it was.
+        try:
+            cwd = os.readlink("/proc/self/cwd").removesuffix(" (deleted)")
+        except OSError:
+            return False
+    return _inside(cwd, merged)
+
+
+def _leave(merged: Path, back_to: str | None) -> None:
+    """If this process works inside *merged*, move it to *back_to* (or outside merged)."""
+    if not _cwd_inside(merged):
+        return
+    for candidate in (back_to, os.fspath(merged.parent.parent)):
+        if candidate is None or _inside(candidate, merged):
+            continue
+        try:
+            os.chdir(candidate)
+        except OSError:
+            continue
+        return
+
+
+def _inside(path: str, merged: Path) -> bool:
+    prefix = os.fspath(merged)
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def _detached_message(merged: Path, held: Sequence[str]) -> str:
+    who = "; ".join(held) if held else "held by a process this user cannot inspect"
+    return (
+        f"{merged} was still in use at teardown ({who}), so it was detached lazily: it lives "
+        "on, writing to its upper layer, until the last of those files is closed. Close "
+        "files and stop the processes a test starts in merged before the test ends."
+    )

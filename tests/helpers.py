@@ -14,6 +14,10 @@ from pytest_overlay._backends.ladder import builtin_backends
 from pytest_overlay._backends.protocol import Backend
 from pytest_overlay._linux import namespace as _namespace
 
+#: --overlay-backend values for plugin-level tests of teardown: the one this machine picks
+#: (a mount, as root or an ordinary user), and the copy backend, which mounts nothing.
+PLUGIN_BACKENDS = ("auto", "copy")
+
 #: A tree spec: name -> bytes/str (file), dict (directory), or ("symlink", target).
 Spec = Mapping[str, object]
 

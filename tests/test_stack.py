@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from pytest_overlay import BackendUnavailable, Change, ChangeKind, OverlayError, OverlayStack
+from pytest_overlay import (
+    BackendUnavailable,
+    Change,
+    ChangeKind,
+    OverlayError,
+    OverlayStack,
+    OverlayWarning,
+)
 from pytest_overlay._backends.protocol import Backend
 from tests.helpers import make_tree, overlay_mounts, tree_digest
 
@@ -193,7 +200,8 @@ def test_busy_mount_is_detached_lazily(base: Path, tmp_path: Path) -> None:
     s = OverlayStack([base], workspace=tmp_path / "ws").mount()
     held = open(s.merged / "file.txt")  # noqa: SIM115 - held open across close on purpose
     try:
-        s.close()
+        with pytest.warns(OverlayWarning, match=r"has open \(fd \d+\) \S+/merged/file.txt"):
+            s.close()
         assert not s.clean_unmount
         assert held.read() == "original\n"
     finally:

@@ -14,6 +14,7 @@ from typing import final
 from pytest_overlay._backends.probe import trial_mount
 from pytest_overlay._errors import BackendUnavailable, OverlayError, layer_list
 from pytest_overlay._layers.changes import Change, diff_upper
+from pytest_overlay._linux import busy as _busy
 from pytest_overlay._linux import mount as _mount
 from pytest_overlay._linux import namespace as _namespace
 from pytest_overlay._linux import reaper as _reaper
@@ -186,11 +187,12 @@ class FuseBackend:
         if self._in_host_namespace():
             if not _mount.fusermount_unmount(space.merged):
                 clean = False  # busy: detach it, as umount2(MNT_DETACH) would
+                _busy.note_holders(space.merged)
                 _mount.fusermount_unmount(space.merged, lazy=True)
             _reaper.forget(space.merged)
         else:
             with _namespace.mount_privileges():
-                clean = _mount.unmount(space.merged)
+                clean = _mount.unmount(space.merged, on_busy=_busy.note_holders)
         # Reap daemons of earlier lazily detached mounts whose last user has gone.
         for gone in [d for d in self._lingering if d.poll() is not None]:
             self._lingering.remove(gone)

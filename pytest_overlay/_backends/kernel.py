@@ -11,6 +11,7 @@ from typing import final
 from pytest_overlay._backends.probe import trial_mount
 from pytest_overlay._errors import BackendUnavailable, OverlayError, layer_list
 from pytest_overlay._layers.changes import Change, diff_upper
+from pytest_overlay._linux import busy as _busy
 from pytest_overlay._linux import mount as _mount
 from pytest_overlay._linux import namespace as _namespace
 from pytest_overlay._linux import syscalls as _syscalls
@@ -121,7 +122,7 @@ class KernelBackend:
 
     def unmount(self, space: Workspace) -> bool:
         with _namespace.mount_privileges():
-            return _mount.unmount(space.merged)
+            return _mount.unmount(space.merged, on_busy=_busy.note_holders)
 
     def changes(self, lowers: Sequence[Path], space: Workspace) -> list[Change]:
         return diff_upper(space.upper, lowers)

@@ -106,6 +106,22 @@ def _links(proc: str) -> list[tuple[str, str]]:
     return links
 
 
+#: Who held each union that an unmount had to detach lazily, looked up just before the
+#: detach (afterwards /proc shows paths relative to the detached mount) and picked up by
+#: the stack that closed it, to say so.
+_detached: dict[str, list[str]] = {}
+
+
+def note_holders(merged: Path) -> None:
+    """Record who holds *merged* now, for :func:`detached_holders` (call before a detach)."""
+    _detached[os.fspath(merged)] = holders(merged)
+
+
+def detached_holders(merged: Path) -> list[str]:
+    """What :func:`note_holders` found for *merged* (empty if nothing was recorded)."""
+    return _detached.pop(os.fspath(merged), [])
+
+
 def check_idle(merged: Path, doing: str) -> None:
     """Raise :class:`OverlayError` naming the holders if something uses *merged*.
 

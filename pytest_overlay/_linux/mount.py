@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -154,13 +154,19 @@ def fusermount_unmount(target: Path, *, lazy: bool = False) -> bool:
     return result.returncode == 0
 
 
-def unmount(target: Path) -> bool:
-    """Unmount *target*; return False if it was busy and had to be detached lazily."""
+def unmount(target: Path, on_busy: Callable[[Path], object] | None = None) -> bool:
+    """Unmount *target*; return False if it was busy and had to be detached lazily.
+
+    *on_busy* is called with *target* before the detach: only then can /proc still tell
+    who holds it (a detached mount's paths read as relative to its own root).
+    """
     try:
         _syscalls.umount(target)
     except OSError as exc:
         if exc.errno != errno.EBUSY:
             raise
+        if on_busy is not None:
+            on_busy(target)
         # A process still has a file open or its cwd inside: detach now, and the kernel
         # frees the mount when the last user goes. The base is not at risk either way.
         _syscalls.umount(target, _syscalls.MNT_DETACH)
