@@ -341,9 +341,5 @@ def pytest_runtest_makereport(
             kept_at = None
             if keeper is not None and keeper.wants(True):
                 kept_at = item.stash[_KEEP_AT] = keeper.destination(item.name)
-            try:
-                text = _retention.report_section(stack.changes(), kept_at)
-            except OverlayError as exc:
-                text = f"could not list the changes: {exc}"
-            report.sections.append(("overlay changes", text))
+            report.sections.append(("overlay changes", _retention.section_of(stack, kept_at)))
     return report

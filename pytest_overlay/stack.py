@@ -316,7 +316,9 @@ class OverlayStack:
         if not self.clean_unmount:
             problems.append(_detached_message(space.merged, _busy.detached_holders(space.merged)))
         if keep_upper is not None:
-            _keep_layer(space.upper, Path(keep_upper))
+            skipped = _keep_layer(space.upper, Path(keep_upper))
+            if skipped:
+                problems.append(_skipped_message(Path(keep_upper), skipped))
         self._release(space)
         # Warned last, after everything is cleaned up: "-W error" makes this raise.
         for problem in problems:
@@ -515,21 +517,26 @@ class OverlayStack:
         self._chain = chain
 
 
-def _keep_layer(upper: Path, destination: Path) -> None:
-    """Move the unmounted *upper* to *destination*, leaving an empty upper behind."""
+def _keep_layer(upper: Path, destination: Path) -> list[str]:
+    """Move the unmounted *upper* to *destination*, leaving an empty upper behind.
+
+    Returns what could not be kept (see :func:`~pytest_overlay._layers.copytree.copy_layer`).
+    """
+    skipped: list[str] = []
     try:
         # Moved, not copied: the upper may be large, and it is ours to give away now.
         os.rename(upper, destination)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        # The workspace is on a tmpfs that dies with pytest: copy the layer to disk,
-        # whiteouts and opaque markers included.
-        from pytest_overlay._layers.io import read_layer, write_layer
+        # The workspace is on a tmpfs that dies with pytest: copy the layer to disk as it
+        # is, whiteouts, opaque markers and whatever else the test left included.
+        from pytest_overlay._layers.copytree import copy_layer
 
-        write_layer(read_layer(upper), destination)
+        skipped = copy_layer(upper, destination)
         remove_workspace(upper)
     upper.mkdir()
+    return skipped
 
 
 def _getcwd() -> str | None:
@@ -576,4 +583,19 @@ def _detached_message(merged: Path, held: Sequence[str]) -> str:
         f"{merged} was still in use at teardown ({who}), so it was detached lazily: it lives "
         "on, writing to its upper layer, until the last of those files is closed. Close "
         "files and stop the processes a test starts in merged before the test ends."
+    )
+
+
+#: How many entries a warning about a kept layer names before summarising the rest.
+_SKIPPED_LISTED = 5
+
+
+def _skipped_message(destination: Path, skipped: Sequence[str]) -> str:
+    listing = "; ".join(skipped[:_SKIPPED_LISTED])
+    more = len(skipped) - _SKIPPED_LISTED
+    if more > 0:
+        listing += f"; and {more} more"
+    return (
+        f"the upper layer kept at {destination} is missing {len(skipped)} entr"
+        f"{'y' if len(skipped) == 1 else 'ies'} that could not be copied ({listing})"
     )

@@ -85,15 +85,26 @@ class CopyBackend:
 
     def unmount(self, space: Workspace) -> bool:
         baseline = self._baseline(space)
+        # The copy is discarded after this: directories the test made unreadable are
+        # opened up to be compared, and keep their modes in the upper layer.
+        opened: dict[str, int] = {}
+        changes = diff_baseline(space.merged, baseline, opened=opened)
         # Leave a real upper layer behind, so the result stacks like a kernel one. A
         # sync_upper may have filled it with copies since: start again from empty.
         clear_directory(space.upper)
-        write_upper(space.merged, baseline, diff_baseline(space.merged, baseline), space.upper)
-        # The root is never a change in the list; its mode lives on the upper root, as
-        # overlayfs keeps it after a chmod of the merged root.
-        space.upper.chmod(space.merged.stat().st_mode & 0o7777)
+        write_upper(space.merged, baseline, changes, space.upper, opened=opened)
         del self._baselines[space.root]
-        clear_directory(space.merged)
+        try:
+            mode = opened.get("", space.merged.stat().st_mode & 0o7777)
+        except FileNotFoundError:
+            # The test deleted merged itself (on a mount only its contents would go):
+            # the upper records that, and the workspace gets its mount point back.
+            space.merged.mkdir()
+        else:
+            # The root is never a change in the list; its mode lives on the upper root,
+            # as overlayfs keeps it after a chmod of the merged root.
+            space.upper.chmod(mode)
+            clear_directory(space.merged)
         return True
 
     def changes(self, lowers: Sequence[Path], space: Workspace) -> list[Change]:

@@ -212,14 +212,44 @@ def materialize(lowers: Sequence[Path], target: Path) -> Baseline:
     return copier.baseline
 
 
-def diff_baseline(root: Path, baseline: Baseline) -> list[Change]:
-    """Compare the tree at *root* with what ``materialize`` put there."""
-    return sort_changes(_diff_dir(os.fspath(root), "", baseline, compare=True))
+def diff_baseline(
+    root: Path, baseline: Baseline, *, opened: dict[str, int] | None = None
+) -> list[Change]:
+    """Compare the tree at *root* with what ``materialize`` put there.
+
+    A *root* the test deleted counts as emptied. With *opened* (at teardown, when the
+    tree is about to be discarded), directories the test made unreadable are opened up
+    to be compared, and their modes recorded there by relative path, for the upper
+    layer; without it, such a directory raises PermissionError.
+    """
+    return sort_changes(_diff_dir(os.fspath(root), "", baseline, compare=True, opened=opened))
 
 
-def _diff_dir(directory: str, rel: str, baseline: Baseline, *, compare: bool) -> Iterator[Change]:
-    with os.scandir(directory) as it:
-        entries = list(it)
+def _entries(directory: str, rel: str, opened: dict[str, int] | None) -> list[os.DirEntry[str]]:
+    try:
+        return _scandir(directory)
+    except FileNotFoundError:
+        if rel:
+            raise
+        return []  # the test removed merged itself: everything in it is gone
+    except PermissionError:
+        if opened is None:
+            raise
+        mode = stat.S_IMODE(os.lstat(directory).st_mode)
+        os.chmod(directory, mode | stat.S_IRWXU)
+        opened.setdefault(rel, mode)
+        return _scandir(directory)
+
+
+def _diff_dir(
+    directory: str,
+    rel: str,
+    baseline: Baseline,
+    *,
+    compare: bool,
+    opened: dict[str, int] | None = None,
+) -> Iterator[Change]:
+    entries = _entries(directory, rel, opened)
     for entry in entries:
         child = _join(rel, entry.name)
         st = entry.stat(follow_symlinks=False)
@@ -228,7 +258,7 @@ def _diff_dir(directory: str, rel: str, baseline: Baseline, *, compare: bool) ->
         if before is None:
             yield Change(ChangeKind.ADD, child)
             if stat.S_ISDIR(st.st_mode):
-                yield from _diff_dir(entry.path, child, baseline, compare=False)
+                yield from _diff_dir(entry.path, child, baseline, compare=False, opened=opened)
             continue
         if not stat.S_ISDIR(st.st_mode):
             if ident != before:
@@ -237,12 +267,12 @@ def _diff_dir(directory: str, rel: str, baseline: Baseline, *, compare: bool) ->
         if before[0] != stat.S_IFDIR:
             # A file replaced by a directory: the new directory hides nothing below it.
             yield Change(ChangeKind.MODIFY, child)
-            yield from _diff_dir(entry.path, child, baseline, compare=False)
+            yield from _diff_dir(entry.path, child, baseline, compare=False, opened=opened)
             continue
         # Same inode: compare children one by one. A new inode is a directory removed and
         # made again, which overlayfs turns into an opaque directory: all children are new.
         recreated = ident[1] != before[1] or ident[4] != before[4]
-        inner = list(_diff_dir(entry.path, child, baseline, compare=not recreated))
+        inner = list(_diff_dir(entry.path, child, baseline, compare=not recreated, opened=opened))
         present = {e.name for e in _scandir(entry.path)}
         gone = sorted(baseline.children.get(child, set()) - present)
         inner.extend(Change(ChangeKind.DELETE, _join(child, name)) for name in gone)
@@ -284,17 +314,26 @@ def _opaque_xattr() -> str:
 
 
 def write_upper(
-    root: Path, baseline: Baseline, changes: Sequence[Change], upper: Path, *, move: bool = True
+    root: Path,
+    baseline: Baseline,
+    changes: Sequence[Change],
+    upper: Path,
+    *,
+    move: bool = True,
+    opened: dict[str, int] | None = None,
 ) -> None:
     """Put *changes* of the tree at *root* into the empty *upper*, as an overlayfs upper layer.
 
     With *move* (at unmount), entries are renamed, not copied: the tree at *root* is
     discarded afterwards, and a copy could run out of space exactly when a test has filled
     the disk. Without it (a live stack's upper, brought up to date), they are copied and
-    *root* is left as it was.
+    *root* is left as it was. *opened* holds the modes of directories that were opened up
+    to be read (see :func:`diff_baseline`); with *move*, directories opened here to move
+    entries out of them are added to it.
     """
+    opened = {} if opened is None else opened
     opaque = opaque_dirs(root, baseline, changes)
-    dirs: list[tuple[Path, os.stat_result]] = []
+    dirs: list[tuple[Path, int, os.stat_result]] = []
     moved: list[str] = []
     for change in changes:
         if any(change.path.startswith(prefix) for prefix in moved):
@@ -312,31 +351,53 @@ def write_upper(
             continue
         src = root / change.path
         st = os.lstat(src)
+        mode = opened.get(change.path, stat.S_IMODE(st.st_mode))
         if stat.S_ISDIR(st.st_mode) and change.kind is ChangeKind.MODIFY:
             os.mkdir(dest, 0o700)
             if change.path in opaque:
                 os.setxattr(dest, _opaque_xattr(), b"y")
-            dirs.append((dest, st))
+            dirs.append((dest, mode, st))
             continue
         if not move:
             _copy_entry(os.fspath(src), os.fspath(dest), st)
             if stat.S_ISDIR(st.st_mode):
                 moved.append(change.path + "/")
-        elif stat.S_ISDIR(st.st_mode):
+            continue
+        # Renaming out of a directory needs write permission on it, which a test may
+        # have taken away; the tree at *root* is ours to change now.
+        _writable_parent(root, change.path, opened)
+        if stat.S_ISDIR(st.st_mode):
             # Moving a directory to another parent rewrites its '..': an ordinary user
             # needs write permission on it for that, even when the test took it away.
-            os.chmod(src, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)
+            os.chmod(src, mode | stat.S_IRWXU)
             os.rename(src, dest)
-            os.chmod(dest, stat.S_IMODE(st.st_mode))
             moved.append(change.path + "/")
+            dirs.append((dest, mode, st))
         else:
             os.rename(src, dest)
+    if move:
+        # Modes of directories inside moved ones that were opened up to be read: deepest
+        # first, so that closing a parent does not block its children.
+        for rel in sorted(opened, key=lambda r: r.count("/"), reverse=True):
+            if rel and any(rel.startswith(prefix) for prefix in moved):
+                os.chmod(upper / rel, opened[rel])
     # Directory modes and times last: making a read-only directory first would block
     # writing its children, and writing children would move its mtime.
-    for dest, st in reversed(dirs):
-        os.chmod(dest, stat.S_IMODE(st.st_mode))
+    for dest, mode, st in reversed(dirs):
+        os.chmod(dest, mode)
         with contextlib.suppress(OSError):
             os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _writable_parent(root: Path, rel: str, opened: dict[str, int]) -> None:
+    if os.geteuid() == 0:
+        return  # root needs no permission bits
+    parent_rel = rel.rpartition("/")[0]
+    parent = root / parent_rel
+    mode = stat.S_IMODE(os.lstat(parent).st_mode)
+    if mode & stat.S_IRWXU != stat.S_IRWXU:
+        opened.setdefault(parent_rel, mode)
+        os.chmod(parent, mode | stat.S_IRWXU)
 
 
 def _copy_entry(src: str, dest: str, st: os.stat_result) -> None:

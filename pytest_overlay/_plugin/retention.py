@@ -11,13 +11,17 @@ import stat
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import pytest
 
+from pytest_overlay._errors import OverlayError
 from pytest_overlay._layers.changes import Change
 from pytest_overlay._linux.workspace import remove_workspace, safe_name
 from pytest_overlay._plugin import config as _config
+
+if TYPE_CHECKING:
+    from pytest_overlay.stack import OverlayStack
 
 POLICIES = ("failed", "all", "none")
 #: How many changes a failure report lists before summarising the rest.
@@ -83,8 +87,31 @@ def report_section(changes: Sequence[Change], kept_at: Path | None) -> str:
     lines += [f"  {change}" for change in changes[:REPORT_LIMIT]]
     if len(changes) > REPORT_LIMIT:
         lines.append(f"  ... and {len(changes) - REPORT_LIMIT} more")
-    if kept_at is not None:
-        lines.append(f"upper layer kept at: {kept_at}")
-    else:
-        lines.append("the upper layer is deleted at teardown (keep it with --overlay-keep=failed)")
+    lines.append(_where(kept_at))
     return "\n".join(lines)
+
+
+def _where(kept_at: Path | None) -> str:
+    if kept_at is not None:
+        return f"upper layer kept at: {kept_at}"
+    return "the upper layer is deleted at teardown (keep it with --overlay-keep=failed)"
+
+
+def section_of(stack: OverlayStack, kept_at: Path | None) -> str:
+    """:func:`report_section` for *stack*, or why its changes could not be listed.
+
+    Runs inside pytest's report hook, where an exception would abort the whole session
+    (INTERNALERROR). A test may leave anything behind (an unreadable directory, a
+    deleted merged directory), so every error becomes a line of the report instead.
+    """
+    try:
+        changes = stack.changes()
+    except Exception as exc:
+        return f"could not list the changes: {_describe(exc)}\n{_where(kept_at)}"
+    return report_section(changes, kept_at)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, (OverlayError, OSError)):
+        return str(exc)  # these name the problem (and the path) themselves
+    return f"{type(exc).__name__}: {exc}"
