@@ -5,6 +5,7 @@ It only wires pytest to the rest of the package; disable it with ``-p no:overlay
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
@@ -304,6 +305,11 @@ def overlay_stack(
     except OverlayError as exc:
         _outcomes.fail(f"overlay_stack: {exc}")
     request.node.stash[_STACK] = stack
+    # A rerun (pytest-rerunfailures) runs the same item again: forget the last attempt's
+    # failure and kept-layer path, so this attempt gets its own, or none if it passes.
+    request.node.stash[_FAILED] = False
+    with contextlib.suppress(KeyError):
+        del request.node.stash[_KEEP_AT]
     try:
         yield stack
     finally:

@@ -51,3 +51,18 @@ def fixed_umask() -> Iterator[None]:
     old = os.umask(0o022)
     yield
     os.umask(old)
+
+
+#: pytest-rerunfailures (in the test extra) starts a thread at configure when pytest-xdist
+#: is installed, and a process with a second thread cannot enter a user namespace: as an
+#: ordinary user every overlay test would skip. pyproject's addopts keep it out of this
+#: session, this keeps it out of the sessions pytester runs; the tests of reruns load it
+#: back with ``-p rerunfailures -p no:xdist`` (no thread without xdist).
+NO_RERUNS = "-p no:rerunfailures"
+
+
+@pytest.fixture
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """pytest's pytester, with pytest-rerunfailures off unless a test loads it."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", NO_RERUNS)
+    return pytester
