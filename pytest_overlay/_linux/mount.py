@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
@@ -154,21 +155,36 @@ def fusermount_unmount(target: Path, *, lazy: bool = False) -> bool:
     return result.returncode == 0
 
 
+#: Pauses before each retry of a busy unmount (seconds). A process that another thread
+#: forks holds copies of our file descriptors until it execs, which alone makes umount
+#: fail with EBUSY for a moment (seen with four threads churning fuse stacks).
+_BUSY_PAUSES: Final = (0.001, 0.005, 0.02, 0.1)
+
+
 def unmount(target: Path, on_busy: Callable[[Path], object] | None = None) -> bool:
     """Unmount *target*; return False if it was busy and had to be detached lazily.
 
     *on_busy* is called with *target* before the detach: only then can /proc still tell
     who holds it (a detached mount's paths read as relative to its own root).
     """
+    for pause in (*_BUSY_PAUSES, None):
+        if _umount_unless_busy(target):
+            return True
+        if pause is not None:
+            time.sleep(pause)
+    if on_busy is not None:
+        on_busy(target)
+    # A process still has a file open or its cwd inside: detach now, and the kernel
+    # frees the mount when the last user goes. The base is not at risk either way.
+    _syscalls.umount(target, _syscalls.MNT_DETACH)
+    return False
+
+
+def _umount_unless_busy(target: Path) -> bool:
     try:
         _syscalls.umount(target)
     except OSError as exc:
         if exc.errno != errno.EBUSY:
             raise
-        if on_busy is not None:
-            on_busy(target)
-        # A process still has a file open or its cwd inside: detach now, and the kernel
-        # frees the mount when the last user goes. The base is not at risk either way.
-        _syscalls.umount(target, _syscalls.MNT_DETACH)
         return False
     return True
