@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import final
 
+from pytest_overlay import _errors
 from pytest_overlay._backends import ladder as _backends
 from pytest_overlay._backends.protocol import Backend, SyncsUpper
 from pytest_overlay._chain import (
@@ -26,7 +27,7 @@ from pytest_overlay._chain import (
     layer_path,
     root_attributes,
 )
-from pytest_overlay._errors import OverlayError, OverlayWarning, layer_list
+from pytest_overlay._errors import OverlayError, layer_list
 from pytest_overlay._layers import statediff as _statediff
 from pytest_overlay._layers.changes import Change
 from pytest_overlay._linux import busy as _busy
@@ -320,9 +321,10 @@ class OverlayStack:
             if skipped:
                 problems.append(_skipped_message(Path(keep_upper), skipped))
         self._release(space)
-        # Warned last, after everything is cleaned up: "-W error" makes this raise.
+        # Warned last, after everything is cleaned up: "-W error" makes this raise. The
+        # category is looked up only here: defining it imports pytest.
         for problem in problems:
-            warnings.warn(problem, OverlayWarning, stacklevel=2)
+            warnings.warn(problem, _errors.OverlayWarning, stacklevel=2)
 
     def _show_at_target(self, space: Workspace) -> Workspace:
         """*space* with the union shown at the requested ``merged`` directory instead.
