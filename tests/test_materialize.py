@@ -160,3 +160,19 @@ def test_copy_backend_names_an_unreadable_entry(tmp_path: Path) -> None:
         assert list((tmp_path / "ws").iterdir()) == []
     finally:
         os.chmod(base / "secret", 0o600)
+
+
+def test_no_whiteout_inside_a_directory_made_again(tmp_path: Path) -> None:
+    # Found by the copy machine: overlayfs leaves no whiteout under an opaque directory,
+    # which hides everything below it already.
+    base = make_tree(tmp_path / "base", {" ": {"a": "x"}})
+    target = make_tree(tmp_path / "copy", {})
+    baseline = materialize([base], target)
+    os.rename(target / " " / "a", target / "a")
+    (target / " ").rmdir()
+    (target / " ").mkdir()
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    write_upper(target, baseline, diff_baseline(target, baseline), upper)
+    assert os.listdir(upper / " ") == []
+    assert sorted(os.listdir(upper)) == [" ", "a"]

@@ -340,6 +340,8 @@ def write_upper(
             continue  # inside a new directory that was moved whole
         dest = upper / change.path
         if change.kind is ChangeKind.DELETE:
+            if _inside(change.path, opaque):
+                continue  # an opaque directory above hides it already, as in overlayfs
             try:
                 os.mknod(dest, stat.S_IFCHR, os.makedev(0, 0))
             except PermissionError as exc:
@@ -429,3 +431,13 @@ def _copy_entry(src: str, dest: str, st: os.stat_result) -> None:
     if follow:
         os.chmod(dest, stat.S_IMODE(mode))
     os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _inside(path: str, directories: set[str]) -> bool:
+    """Whether one of *directories* is a proper ancestor of *path*."""
+    parent = path
+    while "/" in parent:
+        parent = parent.rsplit("/", 1)[0]
+        if parent in directories:
+            return True
+    return False
