@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -229,3 +230,76 @@ def test_upper_root_keeps_the_group_when_only_that_can_be_given(scratch: Path) -
 
     out = in_child(task, groups=(CHILD_ID + 1,))
     assert out == {"owner": [CHILD_ID, CHILD_ID + 1], "mode": 0o775}
+
+
+FAILING_SUITE = """
+import subprocess
+
+import pytest
+
+pytestmark = pytest.mark.overlay({base!r})
+
+
+def test_writes_in_python(overlay_stack):
+    (overlay_stack.merged / {directory!r} / "made-by-test").write_text("x")
+
+
+def test_writes_in_a_subprocess(overlay_stack):
+    target = overlay_stack.merged / {directory!r} / "made-by-cp"
+    subprocess.run(["cp", "/dev/null", str(target)], check=True)
+
+
+def test_unrelated_failure(overlay_stack):
+    assert False
+"""
+
+
+def test_failure_report_explains_eoverflow(foreign_base: tuple[Path, str], scratch: Path) -> None:
+    _usable_in_child("userns")
+    base, directory = foreign_base
+    project = scratch / "project"
+    project.mkdir()
+    (project / "test_suite.py").write_text(
+        FAILING_SUITE.format(base=str(base), directory=directory)
+    )
+    output = project / "output.txt"
+    if os.geteuid() == 0:
+        os.chown(project, CHILD_ID, CHILD_ID)
+
+    def task() -> Result:
+        # A whole pytest run in this child: its output goes to a file.
+        # (The outer pytest has replaced sys.stdout, so the file descriptors are not enough.)
+        sys.stdout = sys.stderr = open(output, "w")  # noqa: SIM115 - the child exits
+        os.dup2(sys.stdout.fileno(), 1)
+        os.dup2(sys.stdout.fileno(), 2)
+        os.chdir(project)
+        status = pytest.main(
+            [
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:xdist",
+                "-p",
+                "no:randomly",
+                "-q",
+                "--overlay-backend=userns",
+                f"--basetemp={project / 'bt'}",
+                "test_suite.py",
+            ]
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return {"status": int(status)}
+
+    out = in_child(task)
+    text = output.read_text()
+    assert out == {"status": 1}, text
+    sections = text.split(" overlay changes ")
+    # pytest prints report sections with the test's failure, in the order of the tests.
+    assert len(sections) == 4, text
+    python, subprocess_, unrelated = sections[1:]
+    assert "EOVERFLOW (Value too large for defined data type) on " in python
+    assert f"{directory}/made-by-test" in python
+    assert "--overlay-backend=copy" in python
+    assert "EOVERFLOW (Value too large for defined data type):" in subprocess_
+    assert "EOVERFLOW" not in unrelated.split("short test summary")[0]
