@@ -165,7 +165,10 @@ def _usable_in_child(name: str) -> None:
         backend = next(b for b in builtin_backends() if b.name == name)
         return {"reason": backend.probe()}
 
-    reason = in_child(task).get("reason", "?")
+    out = in_child(task)
+    # An error: e.g. as root, a child that cannot run this interpreter (fuse starts a
+    # watcher process with it), because it lives where only root may read.
+    reason = out.get("reason", out.get("error"))
     if reason:
         pytest.skip(f"{name} does not work for an ordinary user here: {reason}")
 
