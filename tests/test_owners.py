@@ -285,14 +285,15 @@ def test_failure_report_explains_eoverflow(foreign_base: tuple[Path, str], scrat
         os.dup2(sys.stdout.fileno(), 1)
         os.dup2(sys.stdout.fileno(), 2)
         os.chdir(project)
+        # Only this plugin: others would import modules a child that dropped root may no
+        # longer be able to read.
+        os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
         status = pytest.main(
             [
                 "-p",
+                "pytest_overlay.plugin",
+                "-p",
                 "no:cacheprovider",
-                "-p",
-                "no:xdist",
-                "-p",
-                "no:randomly",
                 "-q",
                 "--overlay-backend=userns",
                 f"--basetemp={project / 'bt'}",
