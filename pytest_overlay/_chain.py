@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Final, final
 
 from pytest_overlay._errors import OverlayError
-from pytest_overlay._linux.workspace import Workspace, remove_workspace
+from pytest_overlay._linux.workspace import Workspace, copy_owner, remove_workspace
 
 # Overlayfs's own xattrs (origin, impure, uuid, opaque...) describe a layer, not the tree.
 _OVERLAY_XATTR: Final = ("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.")
@@ -120,9 +120,7 @@ def fresh_upper(space: Workspace, template: Path) -> tuple[object, ...]:
     space.work.mkdir()
     space.upper.mkdir()
     st = os.lstat(template)
-    if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
-        with contextlib.suppress(PermissionError):
-            os.chown(space.upper, st.st_uid, st.st_gid)
+    copy_owner(space.upper, st)
     for name, value in _visible_xattrs(template).items():
         with contextlib.suppress(OSError):
             os.setxattr(space.upper, name, value, follow_symlinks=False)

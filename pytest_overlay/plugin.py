@@ -347,5 +347,16 @@ def pytest_runtest_makereport(
             kept_at = None
             if keeper is not None and keeper.wants(True):
                 kept_at = item.stash[_KEEP_AT] = keeper.destination(item.name)
-            report.sections.append(("overlay changes", _retention.section_of(stack, kept_at)))
+            error = call.excinfo.value if call.excinfo is not None else None
+            note = (
+                _retention.eoverflow_note(
+                    stack.backend,
+                    error,
+                    "\n".join((report.longreprtext, report.capstdout, report.capstderr)),
+                )
+                if stack.backend == "userns"  # only then is the report's text worth reading
+                else ""
+            )
+            text = _retention.section_of(stack, kept_at, note)
+            report.sections.append(("overlay changes", text))
     return report

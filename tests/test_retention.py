@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pytest_overlay import Change, ChangeKind
-from pytest_overlay._plugin.retention import REPORT_LIMIT, Keeper, report_section
+from pytest_overlay._plugin.retention import REPORT_LIMIT, Keeper, eoverflow_note, report_section
 from tests.helpers import make_tree
 
 pytest_plugins = ["pytester"]
@@ -166,3 +167,17 @@ def test_kept_layers_are_private_to_their_owner(pytester: pytest.Pytester, works
             assert not _readable_by_nobody(kept / "token")
     finally:
         shutil.rmtree(outer)
+
+
+def test_eoverflow_note_only_for_userns_and_eoverflow() -> None:
+    error = OSError(errno.EOVERFLOW, os.strerror(errno.EOVERFLOW), "/m/d/f")
+    wrapped = RuntimeError("setup step failed")
+    wrapped.__cause__ = error
+    note = eoverflow_note("userns", wrapped, "")
+    assert note.startswith(f"EOVERFLOW ({os.strerror(errno.EOVERFLOW)}) on /m/d/f:")
+    assert "--overlay-backend=copy" in note
+    # What a subprocess printed counts too; the path is then unknown.
+    assert eoverflow_note("userns", None, f"cp: cannot create 'x': {os.strerror(75)}")
+    assert eoverflow_note("userns", OSError(errno.EACCES, "Permission denied"), "") == ""
+    assert eoverflow_note("fuse", error, "") == ""
+    assert eoverflow_note("kernel", error, "") == ""

@@ -44,12 +44,38 @@ def create_workspace(parent: Path | None, base_root: Path, prefix: str = "stack"
     os.mkdir(work)
     os.mkdir(merged)
     st = os.stat(base_root)
-    if st.st_uid != os.geteuid() or st.st_gid != os.getegid():
-        # Only root may give a directory away; an ordinary user's upper stays theirs.
-        with contextlib.suppress(PermissionError):
-            os.chown(upper, st.st_uid, st.st_gid)
+    copy_owner(upper, st)
     os.chmod(upper, stat.S_IMODE(st.st_mode))
     return Workspace(Path(root), Path(upper), Path(work), Path(merged))
+
+
+# chown refuses with EPERM when this process may not give the file away, and with EINVAL
+# when the id is not mapped in its user namespace (it shows as 65534 there).
+_CANNOT_CHOWN = (errno.EPERM, errno.EINVAL)
+
+
+def copy_owner(path: str | Path, st: os.stat_result) -> None:
+    """Give *path* the owner and group of *st* as far as this process may.
+
+    Root may give it away. An ordinary user may still give it one of their own groups
+    (outside a user namespace). Inside one, ids other than the user's own are not mapped
+    and nobody can chown to them: *path* keeps the user's ids then.
+    """
+    uid, gid = os.geteuid(), os.getegid()
+    if (st.st_uid, st.st_gid) == (uid, gid):
+        return
+    try:
+        os.chown(path, st.st_uid, st.st_gid)
+    except OSError as exc:
+        if exc.errno not in _CANNOT_CHOWN:
+            raise
+        if st.st_uid == uid or st.st_gid == gid:
+            return  # what was asked for was the one change left to try
+        try:
+            os.chown(path, -1, st.st_gid)
+        except OSError as again:
+            if again.errno not in _CANNOT_CHOWN:
+                raise
 
 
 # parent as given -> (its real path, (st_dev, st_ino)): resolving a deep basetemp costs

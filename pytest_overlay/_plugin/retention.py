@@ -6,6 +6,7 @@ Modelled on pytest's ``tmp_path_retention_policy``: a policy (``failed``, ``all`
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections import deque
@@ -81,9 +82,10 @@ class Keeper:
             remove_workspace(self._kept.popleft())
 
 
-def report_section(changes: Sequence[Change], kept_at: Path | None) -> str:
+def report_section(changes: Sequence[Change], kept_at: Path | None, note: str = "") -> str:
     """The text of the 'overlay changes' section of a failed test's report."""
-    lines = [f"{len(changes)} change(s) on top of the base (A added, M modified, D deleted):"]
+    lines = [note] if note else []
+    lines.append(f"{len(changes)} change(s) on top of the base (A added, M modified, D deleted):")
     lines += [f"  {change}" for change in changes[:REPORT_LIMIT]]
     if len(changes) > REPORT_LIMIT:
         lines.append(f"  ... and {len(changes) - REPORT_LIMIT} more")
@@ -97,7 +99,7 @@ def _where(kept_at: Path | None) -> str:
     return "the upper layer is deleted at teardown (keep it with --overlay-keep=failed)"
 
 
-def section_of(stack: OverlayStack, kept_at: Path | None) -> str:
+def section_of(stack: OverlayStack, kept_at: Path | None, note: str = "") -> str:
     """:func:`report_section` for *stack*, or why its changes could not be listed.
 
     Runs inside pytest's report hook, where an exception would abort the whole session
@@ -107,11 +109,48 @@ def section_of(stack: OverlayStack, kept_at: Path | None) -> str:
     try:
         changes = stack.changes()
     except Exception as exc:
-        return f"could not list the changes: {_describe(exc)}\n{_where(kept_at)}"
-    return report_section(changes, kept_at)
+        lines = [note] if note else []
+        lines += [f"could not list the changes: {_describe(exc)}", _where(kept_at)]
+        return "\n".join(lines)
+    return report_section(changes, kept_at, note)
 
 
 def _describe(exc: Exception) -> str:
     if isinstance(exc, (OverlayError, OSError)):
         return str(exc)  # these name the problem (and the path) themselves
     return f"{type(exc).__name__}: {exc}"
+
+
+_EOVERFLOW_TEXT = os.strerror(errno.EOVERFLOW)  # "Value too large for defined data type"
+
+
+def _eoverflow_error(error: BaseException | None) -> OSError | None:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno == errno.EOVERFLOW:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def eoverflow_note(backend: str, error: BaseException | None, text: str) -> str:
+    """Why a test on the userns backend met EOVERFLOW and what to do; "" if it did not.
+
+    *error* is the test's exception, *text* its report (which shows what a subprocess
+    printed, such as cp's "Value too large for defined data type").
+    """
+    if backend != "userns":
+        return ""
+    found = _eoverflow_error(error)
+    if found is None and _EOVERFLOW_TEXT not in text:
+        return ""
+    where = f" on {found.filename}" if found is not None and found.filename else ""
+    return (
+        f"EOVERFLOW ({_EOVERFLOW_TEXT}){where}: in its user namespace the userns backend "
+        "cannot copy up a base file or directory whose owner or group is not yours (ls "
+        "shows it as 65534, nobody), so writing to it, or adding or removing entries in "
+        "such a directory, fails. Make the base yours (chown -R $USER: BASE), run pytest "
+        "as root, or force --overlay-backend=copy, which copies the base as you "
+        "(fuse-overlayfs cannot copy such files up either)."
+    )
