@@ -22,7 +22,6 @@ exited in whatever way. A clean exit leaves both lists empty.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -73,7 +72,9 @@ for point in points:
 _lock = threading.Lock()
 _pipe: int | None = None
 _owner: int | None = None  # the pid that started the watcher: a fork must not share it
-_watcher: subprocess.Popen[bytes] | None = None  # kept so it is not collected while running
+# The watcher's pid. Started with posix_spawn, not Popen: it is meant to outlive this
+# process, and a Popen object of a running child warns (ResourceWarning) at exit.
+_watcher: int | None = None
 
 
 def _send(line: bytes) -> None:
@@ -95,18 +96,24 @@ def _ensure_watcher() -> int:
     global _pipe, _owner, _watcher
     if _pipe is None or _owner != os.getpid():
         read_end, _pipe = os.pipe()  # both ends close-on-exec: no daemon inherits them
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:
-            _watcher = subprocess.Popen(
+            _watcher = os.posix_spawn(
+                sys.executable,
                 [sys.executable, "-I", "-S", "-c", _WATCHER],
-                stdin=read_end,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, read_end, 0),
+                    (os.POSIX_SPAWN_DUP2, devnull, 1),
+                    (os.POSIX_SPAWN_DUP2, devnull, 2),
+                ],
                 # Out of pytest's session and process group: Ctrl-C and the signals
                 # that kill pytest's group do not reach it.
-                start_new_session=True,
+                setsid=True,
             )
         finally:
             os.close(read_end)
+            os.close(devnull)
         _owner = os.getpid()
     return _pipe
 
