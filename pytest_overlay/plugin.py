@@ -16,6 +16,7 @@ import pytest
 from pytest_overlay._backends import ladder as _backends
 from pytest_overlay._backends.protocol import AUTO, Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
+from pytest_overlay._linux import colon as _colon
 from pytest_overlay._linux import namespace as _namespace
 from pytest_overlay._linux import sweep as _sweep
 from pytest_overlay._linux import tmpfs as _tmpfs
@@ -264,6 +265,10 @@ def overlay_stack_factory(
     root = tmp_path_factory.mktemp("overlay", numbered=False)
     policy, count = _retention.settings(pytestconfig)
     pytestconfig.stash[_KEEPER] = _retention.Keeper(policy, count, root.parent / "overlay-kept")
+    home = None
+    if backend.name == "fuse" and _colon.has_colon(root):
+        # fuse-overlayfs cannot take an upper directory whose path holds a ':'.
+        home = root = _colon.move_out(root)
     where = _config.workspace_setting(pytestconfig)
     why_not = _tmpfs.mount_tmpfs(root, backend.name) if where != "disk" else "disk chosen"
     if where == "tmpfs" and why_not:
@@ -281,6 +286,8 @@ def overlay_stack_factory(
         factory.close_all()
         if not why_not:
             _tmpfs.unmount_tmpfs(root)
+        if home is not None:
+            _colon.remove_home(home)
 
 
 @pytest.fixture
