@@ -105,6 +105,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "overlay_workspace", help="default for --overlay-workspace (auto)", default="auto"
     )
     parser.addini(
+        "overlay_tmpfs_size",
+        help="largest size of each process's tmpfs workspace: 512M, 2G, 25% of the RAM "
+        "(default: half the available memory shared among the xdist workers, at least "
+        "256M); inodes are one per 4 KiB",
+        default="",
+    )
+    parser.addini(
         "overlay_retention_policy",
         help="whose upper layers to keep: failed (default), all, none",
         default="failed",
@@ -156,6 +163,8 @@ def pytest_configure(config: pytest.Config) -> None:
     _session.validate(config)
     _retention.settings(config)
     _config.workspace_setting(config)
+    if _linux():
+        _config.tmpfs_limits(config)
     userns = _config.userns_setting(config)
     _snapshot_fixtures.configure(config)
     if _datadir_on(config):
@@ -270,7 +279,11 @@ def overlay_stack_factory(
         # fuse-overlayfs cannot take an upper directory whose path holds a ':'.
         home = root = _colon.move_out(root)
     where = _config.workspace_setting(pytestconfig)
-    why_not = _tmpfs.mount_tmpfs(root, backend.name) if where != "disk" else "disk chosen"
+    if where == "disk":
+        why_not = "disk chosen"
+    else:
+        limits = _config.tmpfs_limits(pytestconfig)
+        why_not = _tmpfs.mount_tmpfs(root, backend.name, limits.size, limits.inodes)
     if where == "tmpfs" and why_not:
         pytest.fail(
             f"--overlay-workspace=tmpfs: cannot put the workspaces on tmpfs: {why_not}; "
