@@ -18,6 +18,7 @@ from pytest_overlay._backends.protocol import AUTO, Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
 from pytest_overlay._linux import colon as _colon
 from pytest_overlay._linux import namespace as _namespace
+from pytest_overlay._linux import owners as _owners
 from pytest_overlay._linux import sweep as _sweep
 from pytest_overlay._linux import tmpfs as _tmpfs
 from pytest_overlay._plugin import config as _config
@@ -272,6 +273,13 @@ def overlay_stack_factory(
     """
     backend = _session.backend_or_skip(pytestconfig)
     root = tmp_path_factory.mktemp("overlay", numbered=False)
+    basetemp = root.parent
+    # Before the first workspace: a run killed later is then known to be dead.
+    owner = _owners.claim(basetemp)
+    if pytestconfig.option.basetemp is None:
+        # pytest's numbered basetemps: a killed run's stay for days (see _linux.owners).
+        runs = basetemp.parent.parent if hasattr(pytestconfig, "workerinput") else basetemp.parent
+        _owners.sweep_dead(runs, own=basetemp)
     policy, count = _retention.settings(pytestconfig)
     pytestconfig.stash[_KEEPER] = _retention.Keeper(policy, count, root.parent / "overlay-kept")
     home = None
@@ -301,6 +309,7 @@ def overlay_stack_factory(
             _tmpfs.unmount_tmpfs(root)
         if home is not None:
             _colon.remove_home(home)
+        _owners.release(basetemp, owner)
 
 
 @pytest.fixture
