@@ -168,6 +168,12 @@ def test_available_memory_heeds_a_cgroup_limit(tmp_path: pytest.TempPathFactory)
     assert tmpfs.available_memory(root / "meminfo", root) == 1 << 30
     (root / "memory.max").write_text("max\n")
     assert tmpfs.available_memory(root / "meminfo", root) == 8000000 * 1024
+    # cgroup v1's memory controller.
+    v1 = root / "v1"
+    v1.mkdir()
+    (v1 / "memory.limit_in_bytes").write_text(f"{3 << 30}\n")
+    (v1 / "memory.usage_in_bytes").write_text(f"{1 << 30}\n")
+    assert tmpfs.available_memory(root / "meminfo", v1) == 2 << 30
 
 
 def test_header_and_info_show_the_limits(project: pytest.Pytester) -> None:

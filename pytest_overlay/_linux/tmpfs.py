@@ -49,14 +49,36 @@ def _meminfo(meminfo: Path, key: str) -> int:
 
 
 def _cgroup_dir() -> Path | None:
-    # cgroup v2: the line "0::/path"; v1 has no single memory.max to read.
+    """This process's memory cgroup directory: cgroup v2, else v1's memory controller."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
         return None
     for line in lines:
-        if line.startswith("0::"):
-            return _CGROUP_ROOT / line[3:].lstrip("/")
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            unified = _CGROUP_ROOT / path.lstrip("/")
+            if (unified / "memory.max").exists():
+                return unified
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return _CGROUP_ROOT / "memory" / path.lstrip("/")
+    return None
+
+
+def _cgroup_room(directory: Path) -> int | None:
+    """What the memory limit of *directory* leaves, or None if it sets none."""
+    for limit_name, usage_name in (
+        ("memory.max", "memory.current"),  # v2
+        ("memory.limit_in_bytes", "memory.usage_in_bytes"),  # v1: "no limit" is huge
+    ):
+        try:
+            limit = (directory / limit_name).read_text().strip()
+            used = int((directory / usage_name).read_text())
+        except (OSError, ValueError):
+            continue
+        return None if limit == "max" else max(int(limit) - used, 0)
     return None
 
 
@@ -66,15 +88,10 @@ def available_memory(meminfo: Path = Path("/proc/meminfo"), cgroup: Path | None 
     directory = cgroup if cgroup is not None else _cgroup_dir()
     # A limit on any enclosing cgroup applies too.
     while directory is not None:
-        try:
-            limit = (directory / "memory.max").read_text().strip()
-            used = int((directory / "memory.current").read_text())
-        except (OSError, ValueError):
-            limit = "max"
-            used = 0
-        if limit != "max":
-            available = min(available, max(int(limit) - used, 0))
-        if directory == _CGROUP_ROOT or directory.parent == directory:
+        room = _cgroup_room(directory)
+        if room is not None:
+            available = min(available, room)
+        if directory.parent == directory or directory.parent == _CGROUP_ROOT:
             break
         directory = directory.parent
     return available
