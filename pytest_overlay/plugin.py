@@ -16,7 +16,9 @@ import pytest
 from pytest_overlay._backends import ladder as _backends
 from pytest_overlay._backends.protocol import AUTO, Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
+from pytest_overlay._linux import colon as _colon
 from pytest_overlay._linux import namespace as _namespace
+from pytest_overlay._linux import owners as _owners
 from pytest_overlay._linux import sweep as _sweep
 from pytest_overlay._linux import tmpfs as _tmpfs
 from pytest_overlay._plugin import config as _config
@@ -104,6 +106,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "overlay_workspace", help="default for --overlay-workspace (auto)", default="auto"
     )
     parser.addini(
+        "overlay_tmpfs_size",
+        help="largest size of each process's tmpfs workspace: 512M, 2G, 25% of the RAM "
+        "(default: half the available memory shared among the xdist workers, at least "
+        "256M); inodes are one per 4 KiB",
+        default="",
+    )
+    parser.addini(
         "overlay_retention_policy",
         help="whose upper layers to keep: failed (default), all, none",
         default="failed",
@@ -155,6 +164,8 @@ def pytest_configure(config: pytest.Config) -> None:
     _session.validate(config)
     _retention.settings(config)
     _config.workspace_setting(config)
+    if _linux():
+        _config.tmpfs_limits(config)
     userns = _config.userns_setting(config)
     _snapshot_fixtures.configure(config)
     if _datadir_on(config):
@@ -262,10 +273,25 @@ def overlay_stack_factory(
     """
     backend = _session.backend_or_skip(pytestconfig)
     root = tmp_path_factory.mktemp("overlay", numbered=False)
+    basetemp = root.parent
+    # Before the first workspace: a run killed later is then known to be dead.
+    owner = _owners.claim(basetemp)
+    if pytestconfig.option.basetemp is None:
+        # pytest's numbered basetemps: a killed run's stay for days (see _linux.owners).
+        runs = basetemp.parent.parent if hasattr(pytestconfig, "workerinput") else basetemp.parent
+        _owners.sweep_dead(runs, own=basetemp)
     policy, count = _retention.settings(pytestconfig)
     pytestconfig.stash[_KEEPER] = _retention.Keeper(policy, count, root.parent / "overlay-kept")
+    home = None
+    if backend.name == "fuse" and _colon.has_colon(root):
+        # fuse-overlayfs cannot take an upper directory whose path holds a ':'.
+        home = root = _colon.move_out(root)
     where = _config.workspace_setting(pytestconfig)
-    why_not = _tmpfs.mount_tmpfs(root, backend.name) if where != "disk" else "disk chosen"
+    if where == "disk":
+        why_not = "disk chosen"
+    else:
+        limits = _config.tmpfs_limits(pytestconfig)
+        why_not = _tmpfs.mount_tmpfs(root, backend.name, limits.size, limits.inodes)
     if where == "tmpfs" and why_not:
         pytest.fail(
             f"--overlay-workspace=tmpfs: cannot put the workspaces on tmpfs: {why_not}; "
@@ -281,6 +307,9 @@ def overlay_stack_factory(
         factory.close_all()
         if not why_not:
             _tmpfs.unmount_tmpfs(root)
+        if home is not None:
+            _colon.remove_home(home)
+        _owners.release(basetemp, owner)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -137,3 +138,29 @@ def test_host_mount_is_watched_before_the_daemon_starts(
     with pytest.raises(OSError, match="stop here"):
         FUSE.mount([tmp_path], space)
     assert events == [f"watch {space.merged}", "daemon"]
+
+
+def test_a_workspace_path_with_a_colon_mounts(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    # fuse-overlayfs resolves upperdir with realpath and then splits it on ':' (no escape):
+    # neither a symlink nor /proc/self/fd/N hides a colon from it.
+    make_tree(pytester.path / "base", {"f": "f"})
+    pytester.makepyfile(
+        """
+        import os, pytest
+
+        @pytest.mark.overlay("base")
+        def test_write(overlay_stack):
+            (overlay_stack.merged / "f").write_text("changed")
+            (overlay_stack.merged / "g").write_text("new")
+            assert os.path.ismount(overlay_stack.merged)
+            assert sorted(p.name for p in overlay_stack.upper.iterdir()) == ["f", "g"]
+        """
+    )
+    basetemp = tmp_path / "a:b"
+    homes = set(Path(tempfile.gettempdir()).glob("pytest-overlay-colon-*"))
+    result = pytester.runpytest_subprocess("--overlay-backend=fuse", f"--basetemp={basetemp}")
+    result.assert_outcomes(passed=1)
+    # The colon-free directory the workspaces lived in is gone with the session.
+    assert set(Path(tempfile.gettempdir()).glob("pytest-overlay-colon-*")) == homes
+    assert (pytester.path / "base" / "f").read_text() == "f"
+    assert sorted(os.listdir(pytester.path / "base")) == ["f"]

@@ -126,3 +126,36 @@ def _cleanup(merged: Path) -> None:
                 _mount.unmount(merged)
         except OSError:
             _mount.fusermount_unmount(merged, lazy=True)
+
+
+def test_sweep_follows_the_colon_free_home_and_removes_it(tmp_path: Path) -> None:
+    from pytest_overlay._linux import colon
+
+    basetemp = tmp_path / "a:b"
+    root = basetemp / "overlay"
+    root.mkdir(parents=True)
+    home = colon.move_out(root)
+    try:
+        assert ":" not in os.fspath(home)
+        assert root.is_symlink()
+        stale = make_tree(home / "test_x-abc", {"upper": {"f": "f"}, "work": {"work": {}}})
+        (stale / "merged").mkdir()
+        os.chmod(stale / "work" / "work", 0)
+        assert stale_workspaces(basetemp) == [stale]
+        assert sweep(basetemp) == [stale]
+        assert not home.exists()
+    finally:
+        if home.exists():
+            subprocess.run(["chmod", "-R", "u+rwx", home], check=False)
+            subprocess.run(["rm", "-rf", home], check=False)
+
+
+def test_sweep_leaves_a_symlink_to_anything_else_alone(tmp_path: Path) -> None:
+    other = make_tree(tmp_path / "pytest-overlay-colon-x", {"test_x-abc": {"upper": {}}})
+    make_tree(other / "test_x-abc", {"work": {}, "merged": {}})
+    (tmp_path / "bt").mkdir()
+    # Relative, so not one move_out made: followed, someone's data could be deleted.
+    (tmp_path / "bt" / "overlay").symlink_to("../pytest-overlay-colon-x")
+    assert stale_workspaces(tmp_path / "bt") == []
+    assert sweep(tmp_path / "bt") == []
+    assert (other / "test_x-abc" / "upper").is_dir()

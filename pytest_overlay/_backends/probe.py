@@ -21,7 +21,10 @@ def trial_mount(backend: Backend) -> str:
             # Where the temporary directory cannot hold an upper layer (overlayfs, as /tmp
             # is in Docker), the fixtures' workspaces go on a private tmpfs by default:
             # probe on one too, or a working backend would be reported broken.
-            on_tmpfs = not _tmpfs.mount_tmpfs(scratch, backend.name)
+            # An empty union needs next to nothing.
+            on_tmpfs = not _tmpfs.mount_tmpfs(
+                scratch, backend.name, _tmpfs.FLOOR // 16, _tmpfs.MIN_INODES
+            )
         (scratch / "lower").mkdir()
         space = create_workspace(scratch, scratch / "lower")
         backend.mount([scratch / "lower"], space)

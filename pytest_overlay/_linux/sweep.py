@@ -5,8 +5,9 @@ the private namespace, but ``work/work`` stays at mode 000, which makes pytest's
 collection (when ``--basetemp`` lies inside the project) and ``rm -rf`` by an ordinary
 user fail. A fuse mount made in the host namespace (an ordinary user without user
 namespaces) can outlive the run if its watcher was killed too; it is unmounted here with
-``fusermount3``. Only directories with the exact workspace layout
-(``overlay/<name>-*/{upper,work,merged}``) are touched.
+``fusermount3``. A basetemp whose path holds a ':' has its workspaces in a directory
+of their own that ``overlay`` links to; that directory is removed here. Only directories
+with the exact workspace layout (``overlay/<name>-*/{upper,work,merged}``) are touched.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import stat
 from pathlib import Path
 
+from pytest_overlay._linux import colon as _colon
 from pytest_overlay._linux import mount as _mount
 from pytest_overlay._linux import namespace as _namespace
 
@@ -69,6 +71,8 @@ def stale_workspaces(basetemp: Path, mounted: set[str] | None = None) -> list[Pa
     looked at, because it is a dead mount, count as part of a workspace.
     """
     root = basetemp / FACTORY_DIR
+    # A basetemp whose path holds a ':' has its workspaces elsewhere (see _linux.colon).
+    root = _colon.owned_home(root) or root
     if not _is_dir(root):
         return []
     try:
@@ -100,6 +104,10 @@ def sweep(basetemp: Path) -> list[Path]:
         if _dead_or_mounted(merged, mounted):
             _unmount(merged)
         _open_up(space / "work")
+    home = _colon.owned_home(basetemp / FACTORY_DIR)
+    if home is not None:
+        # pytest deletes the symlink with the basetemp, never what it points to.
+        _colon.remove_home(home)
     return swept
 
 

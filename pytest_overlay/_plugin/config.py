@@ -6,10 +6,13 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import pytest
+
+from pytest_overlay._linux import tmpfs as _tmpfs
 
 if TYPE_CHECKING:
     from pytest_overlay.snapshot import Snapshot
@@ -146,3 +149,51 @@ USERNS_SETTINGS = ("auto", "start", "never")
 
 def userns_setting(config: pytest.Config) -> str:
     return choice(config, "overlay_userns", USERNS_SETTINGS, flag="--overlay-userns", what="value")
+
+
+@dataclass(frozen=True)
+class TmpfsLimits:
+    """The size and inode limits of each process's tmpfs workspace."""
+
+    size: int
+    inodes: int
+    workers: int
+    #: The ini value, or "" for the default.
+    setting: str
+
+    def describe(self) -> str:
+        per = "per pytest process" if self.workers == 1 else f"per worker ({self.workers})"
+        how = f"overlay_tmpfs_size = {self.setting}" if self.setting else "default"
+        return (
+            f"tmpfs workspaces up to {_tmpfs.describe(self.size)} and {self.inodes} inodes "
+            f"{per}, {how}"
+        )
+
+
+def _workers(config: pytest.Config) -> int:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        return int(workerinput.get("workercount", 1))
+    # pytest-xdist's controller (-n auto is a number by now); none without xdist.
+    count = getattr(config.option, "numprocesses", None)
+    return count if isinstance(count, int) and count > 0 else 1
+
+
+def tmpfs_limits(config: pytest.Config) -> TmpfsLimits:
+    """The limits from ``overlay_tmpfs_size``, or shared out of the available memory.
+
+    A bad value is a usage error naming the forms that work.
+    """
+    setting = str(config.getini("overlay_tmpfs_size") or "").strip()
+    workers = _workers(config)
+    if setting:
+        try:
+            size = _tmpfs.parse_size(setting, _tmpfs.total_memory())
+        except ValueError:
+            raise pytest.UsageError(
+                f"overlay_tmpfs_size: {setting!r} is not a size: write bytes with an optional "
+                "K, M or G suffix (512M, 2G), or a share of the RAM from 1% to 100% (25%)"
+            ) from None
+    else:
+        size = _tmpfs.default_size(_tmpfs.available_memory(), workers)
+    return TmpfsLimits(size, _tmpfs.inodes_for(size), workers, setting)

@@ -8,6 +8,8 @@ import platform
 import pytest
 
 from pytest_overlay._linux import namespace as _namespace
+from pytest_overlay._linux import tmpfs as _tmpfs
+from pytest_overlay._plugin import config as _config
 from pytest_overlay._plugin import session as _session
 
 _UNMAPPED = "files of unmapped owners show as nobody; overlay_userns = never opts out"
@@ -34,9 +36,16 @@ def header_line(config: pytest.Config) -> str:
     text = f"overlay: backend {chosen.backend.name} ({chosen.backend.description})"
     if chosen.fell_back:
         text += f"; {chosen.fell_back}"
+    if _on_tmpfs(config, chosen.backend.name):
+        text += f"; {_config.tmpfs_limits(config).describe()}"
     if chosen.start_reason and _namespace.state().mode is _namespace.Mode.USERNS:
         text += f"; user namespace entered at start-up ({chosen.start_reason}): {_UNMAPPED}"
     return text
+
+
+def _on_tmpfs(config: pytest.Config, backend: str) -> bool:
+    # Whether workspaces may go on a tmpfs: the header says no more than it knows yet.
+    return backend in _tmpfs.MOUNTING_BACKENDS and _config.workspace_setting(config) != "disk"
 
 
 def report(config: pytest.Config) -> str:
@@ -66,6 +75,11 @@ def report(config: pytest.Config) -> str:
         lines.append(f"no backend: {chosen.reason}")
     else:
         lines.append(f"tests that use overlay_stack mount through: {chosen.backend.name}")
+        if _on_tmpfs(config, chosen.backend.name):
+            lines.append(
+                f"{_config.tmpfs_limits(config).describe()} (where a private mount "
+                "namespace can hold one; overlay_tmpfs_size changes it)"
+            )
     state = _namespace.state()
     if state.reason:
         lines.append(f"namespace: {state.reason}")
