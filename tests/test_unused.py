@@ -282,8 +282,10 @@ def test_rerunfailures_installed(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     make_tree(pytester.path / "base", {"f": "f"})
     pytester.makepyfile(test_mounting=OVERLAY_TEST)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s")
+    # Loaded back explicitly: this suite keeps it out of the sessions pytester runs.
+    result = pytester.runpytest_subprocess("-p", "rerunfailures", "-p", "no:cacheprovider", "-s")
     result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["plugins: *rerunfailures*"])
     if os.geteuid() != 0 and auto_backend() == "userns":
         assert "BACKEND userns" not in result.stdout.str()
         result.stdout.fnmatch_lines(["*OverlayWarning*userns cannot work in this process*"])
