@@ -147,7 +147,7 @@ def test_xdist_controller_enters_the_namespace_when_the_suite_mounts(
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [
-            "overlay: backend userns (*); user namespace entered at start-up "
+            "overlay: backend userns (*); *user namespace entered at start-up "
             "(test_mounting.py uses pytest-overlay): files of unmapped owners show as nobody*"
         ]
     )
