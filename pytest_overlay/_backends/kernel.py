@@ -84,13 +84,14 @@ class KernelBackend:
             return ""
         if state.reason:
             return state.reason
-        # Not entered yet: only a single-threaded process can, and the forked probe
-        # mounts exactly as we would.
-        busy = _namespace.threads_reason()
-        if busy:
-            return busy
+        # Not entered yet: the forked probe (a single-threaded child, whatever threads
+        # this process runs) mounts exactly as we would. Where the machine refuses user
+        # namespaces, that is the answer, and no thread is to blame.
         failure = _namespace.cached_probe()
-        return _namespace.userns_hint(failure) if failure else ""
+        if failure:
+            return _namespace.userns_hint(failure)
+        # The machine allows it, but only a single-threaded process can enter.
+        return _namespace.threads_reason()
 
     def activate(self) -> None:
         # Root: a private mount namespace, so no mount outlives pytest. An ordinary

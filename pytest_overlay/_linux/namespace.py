@@ -229,13 +229,15 @@ def enter_user_namespace() -> State:
     global _state
     if _state.mode is not Mode.NONE or _state.reason:
         return _state
-    busy = threads_reason()
-    if busy:
-        _state = State(Mode.NONE, busy)
-        return _state
+    # The machine's answer first (the forked probe is single-threaded whatever this
+    # process runs): where user namespaces are refused, no thread is to blame.
     failure = cached_probe()
     if failure:
         _state = State(Mode.NONE, userns_hint(failure))
+        return _state
+    busy = threads_reason()
+    if busy:
+        _state = State(Mode.NONE, busy)
         return _state
     _unshare_user()
     # Full capabilities in the new namespace would make every DAC check pass; keep them
