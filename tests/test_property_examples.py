@@ -32,6 +32,13 @@ def load_example(name: str) -> ModuleType:
     return module
 
 
+def copy_migrator_example(pytester: pytest.Pytester) -> None:
+    # Under another name: the suite itself may have imported examples/ under this one, and
+    # an in-process pytester run would refuse a second module of the same name.
+    shutil.copytree(EXAMPLES / "configs", pytester.path / "configs")
+    shutil.copy(EXAMPLES / "test_property_migrator.py", pytester.path / "test_planted.py")
+
+
 # A parser that splits at every "=", so a value that contains one is cut short.
 SPLITS_AT_EVERY_EQUALS = """
 import pytest
@@ -55,8 +62,7 @@ def plant(request):
 def test_the_migrator_example_finds_a_value_cut_at_its_equals_sign(
     pytester: pytest.Pytester,
 ) -> None:
-    shutil.copytree(EXAMPLES / "configs", pytester.path / "configs")
-    shutil.copy(EXAMPLES / "test_property_migrator.py", pytester.path)
+    copy_migrator_example(pytester)
     pytester.makeconftest(SPLITS_AT_EVERY_EQUALS)
     result = pytester.runpytest("-p", "no:cacheprovider", "--hypothesis-seed=0")
     result.assert_outcomes(failed=1, passed=1)
@@ -75,8 +81,7 @@ def test_the_migrator_example_finds_a_value_cut_at_its_equals_sign(
 
 def test_the_migrator_example_passes_without_the_bug(pytester: pytest.Pytester) -> None:
     # The same run without the plant: the failure above is the bug's.
-    shutil.copytree(EXAMPLES / "configs", pytester.path / "configs")
-    shutil.copy(EXAMPLES / "test_property_migrator.py", pytester.path)
+    copy_migrator_example(pytester)
     result = pytester.runpytest("-p", "no:cacheprovider", "--hypothesis-seed=0")
     result.assert_outcomes(passed=2)
 
