@@ -24,15 +24,28 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_watcher_unmounts_what_a_dead_process_left(tmp_path: Path) -> None:
+def fake_fusermount(tmp_path: Path, body: str) -> tuple[dict[str, str], Path]:
+    """An environment whose PATH starts with a fusermount3 that runs the sh *body*, and
+    the file ``$FAKE_LOG`` the body writes its calls to (the watcher inherits both)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "calls"
     fake = bin_dir / "fusermount3"
-    fake.write_text(f'#!/bin/sh\nprintf "%s|" "$@" >> "{log}"\necho >> "{log}"\n')
+    fake.write_text(f"#!/bin/sh\n{body}\n")
     fake.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(log)}, log
+
+
+def wait_for(log: Path) -> None:
+    """Until the watcher has called the fake fusermount3 (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while not log.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_watcher_unmounts_what_a_dead_process_left(tmp_path: Path) -> None:
+    env, log = fake_fusermount(tmp_path, 'printf "%s|" "$@" >> "$FAKE_LOG"\necho >> "$FAKE_LOG"')
     left, cleaned = tmp_path / "with space\nand newline", tmp_path / "clean"
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     child = subprocess.run(
         [sys.executable, "-c", CHILD, os.fspath(left), os.fspath(cleaned)],
         env=env,
@@ -40,9 +53,7 @@ def test_watcher_unmounts_what_a_dead_process_left(tmp_path: Path) -> None:
         check=False,
     )
     assert child.returncode == 9
-    deadline = time.monotonic() + 10
-    while not log.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(log)
     time.sleep(0.2)  # a second call, if the watcher wrongly made one, would land by now
     assert log.read_text() == f"-u|-z|{left}|\n"  # one call, the path byte for byte
 
@@ -89,17 +100,12 @@ def _gone(pid: int) -> bool:
 
 
 def test_watcher_ends_the_daemons_of_a_dead_process_before_unmounting(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    log = tmp_path / "calls"
-    fake = bin_dir / "fusermount3"
     # Records whether the daemon was still running (not gone, nor a zombie) when called.
-    fake.write_text(
-        f'#!/bin/sh\ns=$(cut -d" " -f3 /proc/$(cat {tmp_path}/kept)/stat 2>/dev/null)\n'
-        f'case "$s" in ""|Z) s=gone;; *) s=alive;; esac\necho "$s $*" >> "{log}"\n'
+    env, log = fake_fusermount(
+        tmp_path,
+        f's=$(cut -d" " -f3 /proc/$(cat {tmp_path}/kept)/stat 2>/dev/null)\n'
+        'case "$s" in ""|Z) s=gone;; *) s=alive;; esac\necho "$s $*" >> "$FAKE_LOG"',
     )
-    fake.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     point = tmp_path / "merged"
     child = subprocess.Popen(
         [sys.executable, "-c", DAEMONS, os.fspath(point), os.fspath(tmp_path / "kept")],
@@ -112,9 +118,7 @@ def test_watcher_ends_the_daemons_of_a_dead_process_before_unmounting(tmp_path: 
     kept, stranger = map(int, out.split())
     assert child.returncode == 9
     try:
-        deadline = time.monotonic() + 10
-        while not log.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(log)
         assert _gone(kept)
         assert not _gone(stranger)
         assert log.read_text() == f"gone -u -z {point}\n"
@@ -140,13 +144,7 @@ def test_a_killed_watcher_is_replaced(tmp_path: Path) -> None:
         os._exit(9)
         """
     )
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    log = tmp_path / "calls"
-    fake = bin_dir / "fusermount3"
-    fake.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\n')
-    fake.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env, log = fake_fusermount(tmp_path, 'echo "$*" >> "$FAKE_LOG"')
     point = tmp_path / "second"
     child = subprocess.run(
         [sys.executable, "-c", code, os.fspath(point)],
@@ -155,7 +153,5 @@ def test_a_killed_watcher_is_replaced(tmp_path: Path) -> None:
         check=False,
     )
     assert child.returncode == 9
-    deadline = time.monotonic() + 10
-    while not log.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(log)
     assert log.read_text() == f"-u -z {point}\n"
