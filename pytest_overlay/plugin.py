@@ -168,7 +168,7 @@ def pytest_configure(config: pytest.Config) -> None:
         _config.tmpfs_limits(config)
     userns = _config.userns_setting(config)
     _snapshot_fixtures.configure(config)
-    if _datadir_on(config):
+    if _config.datadir_setting(config):
         from pytest_overlay._plugin import datadir
 
         config.stash[_DATADIR_REPLACED] = datadir.configure(config)
@@ -245,11 +245,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     used = (getattr(item, "fixturenames", ()) for item in session.items)
     if any(name in names for names in used for name in _FIXTURES):
         _session.activate(session.config)
-
-
-def _datadir_on(config: pytest.Config) -> bool:
-    flag = config.getoption("overlay_datadir", None)
-    return bool(flag if flag is not None else config.getini("overlay_datadir"))
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -142,6 +142,12 @@ def workspace_setting(config: pytest.Config) -> str:
     )
 
 
+def datadir_setting(config: pytest.Config) -> bool:
+    """Whether ``--overlay-datadir`` / ``overlay_datadir`` asks for the datadir fixtures."""
+    flag = config.getoption("overlay_datadir", None)
+    return bool(flag if flag is not None else config.getini("overlay_datadir"))
+
+
 #: Values of ``--overlay-userns``: when an ordinary user's process enters its user
 #: namespace (see ``_plugin.needs``).
 USERNS_SETTINGS = ("auto", "start", "never")
