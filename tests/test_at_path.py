@@ -18,7 +18,7 @@ pytest_plugins = ["pytester"]
 
 def _mount_points() -> set[str]:
     """Every mount point any process on the machine sees (all namespaces)."""
-    found = set()
+    found: set[str] = set()
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
