@@ -64,6 +64,11 @@ def _check_exists(path: Path) -> None:
         )
 
 
+#: What a user namespace shows for an owner it does not map (/proc/sys/kernel/overflowuid).
+_OVERFLOW_UID = 65534
+_UNMAPPED = " (an owner not mapped into the user namespace, such as root)"
+
+
 def check_owner(path: Path, backend: Backend) -> None:
     """Refuse, before mounting, a directory of another owner on the userns backend.
 
@@ -77,7 +82,8 @@ def check_owner(path: Path, backend: Backend) -> None:
     if backend.name != "userns" or owner == os.geteuid():
         return
     raise OverlayError(
-        f"overlay_at: {path} belongs to uid {owner}, not to you: kernel overlayfs in a "
+        f"overlay_at: {path} belongs to uid {owner}{_UNMAPPED if owner == _OVERFLOW_UID else ''}"
+        ", not to you: kernel overlayfs in a "
         "user namespace cannot copy up files whose owner is not mapped (writing to them or "
         "deleting in their directories fails with EOVERFLOW, 'Value too large for defined "
         "data type'), and fuse-overlayfs cannot either (EOVERFLOW inside the user "
