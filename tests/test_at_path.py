@@ -134,7 +134,11 @@ def test_nested_paths_and_imports_from_the_path(
             assert [str(c) for c in outer.changes()] == ["A outer"]
         """
     )
-    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    if "a union inside a fuse-overlayfs union cannot be mounted" in result.stdout.str():
+        result.assert_outcomes(errors=1)  # refused, saying why and what works
+    else:
+        result.assert_outcomes(passed=1)
     assert sorted(os.listdir(config.parent)) == ["t"]
     assert sorted(os.listdir(config)) == ["helper_mod.py", "settings.ini"]
 
@@ -177,7 +181,7 @@ def test_a_root_owned_path_as_an_ordinary_user_fails_saying_why(
     pytester.makepyfile(
         "import pytest\n@pytest.mark.overlay_at('/etc/skel')\ndef test_it():\n    pass\n"
     )
-    result = pytester.runpytest("--overlay-backend=userns")
+    result = pytester.runpytest()  # userns, or fuse where user namespaces are refused
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*/etc/skel belongs to uid *, not to you*EOVERFLOW*"])
     assert tree_digest(root_owned) == before
@@ -216,8 +220,10 @@ def test_sigkill_mid_test_leaves_the_real_path_and_no_mount(
     assert {str(config), str(etc)} <= _mount_points()  # mounted, in pytest's namespace
     run.send_signal(signal.SIGKILL)
     run.wait()
-    assert (tree_digest(config), tree_digest(etc)) == before
+    # A private namespace dies with pytest; fuse-overlayfs mounted through fusermount3 (no
+    # user namespace) is unmounted by pytest-overlay's watcher, a moment later.
     deadline = time.monotonic() + 10
     while {str(config), str(etc)} & _mount_points():
         assert time.monotonic() < deadline, "a mount outlived the killed pytest"
         time.sleep(0.05)
+    assert (tree_digest(config), tree_digest(etc)) == before

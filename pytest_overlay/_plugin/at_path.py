@@ -70,7 +70,7 @@ _UNMAPPED = " (an owner not mapped into the user namespace, such as root)"
 
 
 def check_owner(path: Path, backend: Backend) -> None:
-    """Refuse, before mounting, a directory of another owner on the userns backend.
+    """Refuse, before mounting, a directory of another owner for an ordinary user.
 
     Kernel overlayfs in a user namespace cannot copy up what an unmapped owner owns: the
     union could be mounted, but the test's first write there would fail with EOVERFLOW.
@@ -79,7 +79,7 @@ def check_owner(path: Path, backend: Backend) -> None:
     refuses a mount point the user cannot write to.
     """
     owner = path.stat().st_uid
-    if backend.name != "userns" or owner == os.geteuid():
+    if backend.name not in ("userns", "fuse") or owner == os.geteuid() or os.geteuid() == 0:
         return
     raise OverlayError(
         f"overlay_at: {path} belongs to uid {owner}{_UNMAPPED if owner == _OVERFLOW_UID else ''}"
@@ -93,6 +93,18 @@ def check_owner(path: Path, backend: Backend) -> None:
     )
 
 
+def _check_nesting(path: Path, paths: Sequence[Path], backend: Backend) -> None:
+    outer = next((p for p in paths if p != path and path.is_relative_to(p)), None)
+    if outer is None or backend.name != "fuse":
+        return
+    # fusermount3 runs as root, and root may not enter another user's FUSE mount.
+    raise OverlayError(
+        f"overlay_at: {path} lies inside {outer}, and a union inside a fuse-overlayfs "
+        "union cannot be mounted (fusermount3 is denied the mount point); list only the "
+        "outer directory, or use the kernel backend (root) or userns"
+    )
+
+
 def mount_all(
     factory: OverlayStackFactory,
     paths: Sequence[Path],
@@ -103,8 +115,10 @@ def mount_all(
     on the union over its parent. On failure, what was mounted is closed again."""
     stacks: list[OverlayStack] = []
     try:
-        for path in sorted(dict.fromkeys(paths), key=lambda p: len(p.parts)):
+        ordered = sorted(dict.fromkeys(paths), key=lambda p: len(p.parts))
+        for path in ordered:
             _check_exists(path)
+            _check_nesting(path, ordered, session)
             check_owner(path, session)
             stacks.append(factory.mount([path], name=f"at-{name}", merged=path))
     except BaseException:
