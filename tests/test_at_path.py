@@ -227,3 +227,25 @@ def test_sigkill_mid_test_leaves_the_real_path_and_no_mount(
         assert time.monotonic() < deadline, "a mount outlived the killed pytest"
         time.sleep(0.05)
     assert (tree_digest(config), tree_digest(etc)) == before
+
+
+def test_covering_the_test_directory_keeps_the_checkout_clean(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import os, pytest
+        pytestmark = pytest.mark.overlay_at(".")
+
+        def test_build():
+            os.makedirs(os.path.join(os.path.dirname(__file__), "build"))
+            with open(os.path.join(os.path.dirname(__file__), "build", "out.txt"), "w") as f:
+                f.write("out")
+            assert False, "fails to show the section"
+        """
+    )
+    before = sorted(os.listdir(pytester.path))
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [f"*overlay changes at {pytester.path}*", "  A build", "  A build/out.txt"]
+    )
+    assert sorted(os.listdir(pytester.path)) == before
