@@ -234,3 +234,38 @@ def test_import_without_syrupy_names_the_extra() -> None:
         "ImportError: pytest_overlay.syrupy needs syrupy (5.0 or newer): "
         "pip install 'pytest-overlay[syrupy]'"
     ) in result.stderr
+
+
+def test_tree_lines_for_every_kind_of_entry(tmp_path: Path) -> None:
+    from pytest_overlay.syrupy import OverlayTreeExtension
+
+    root = tmp_path / "tree"
+    make_tree(root, {"a dir": {"no-eol.txt": "last"}, "empty": "", "crlf.txt": "x\r\n"})
+    (root / "big.txt").write_text("y\n" * 9000)  # 18000 bytes: over the 16 KiB limit
+    (root / "nul.bin").write_bytes(b"a\0b")
+    (root / "link").symlink_to("a dir/no-eol.txt")
+    os.mkfifo(root / "pipe")
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, 0o750 if path.is_dir() else 0o640)
+    os.chmod(root, 0o700)
+    text = OverlayTreeExtension().serialize(root)
+    assert text.splitlines()[1:] == [
+        ".  dir 0700",
+        '"a dir"  dir 0750',
+        '"a dir/no-eol.txt"  file 0640 size=4',
+        "    | last",
+        "    \\ no newline at end of file",
+        f"big.txt  file 0640 size=18000 sha256={_sha256(root / 'big.txt')}",
+        f"crlf.txt  file 0640 size=3 sha256={_sha256(root / 'crlf.txt')}",
+        "empty  file 0640 size=0",
+        'link  symlink -> "a dir/no-eol.txt"',
+        f"nul.bin  file 0640 size=3 sha256={_sha256(root / 'nul.bin')}",
+        "pipe  fifo 0640",
+    ]
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
