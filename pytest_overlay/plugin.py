@@ -151,7 +151,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="default for --overlay-datadir (false)",
     )
-    _snapshot_fixtures.addoption(parser)
 
 
 def pytest_overlay_add_backends(config: pytest.Config) -> Sequence[Backend]:
