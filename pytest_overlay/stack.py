@@ -31,6 +31,7 @@ from pytest_overlay._errors import OverlayError, layer_list
 from pytest_overlay._layers import statediff as _statediff
 from pytest_overlay._layers.changes import Change
 from pytest_overlay._linux import busy as _busy
+from pytest_overlay._linux.fakefs import check_real_filesystem
 from pytest_overlay._linux.mount import MAX_LOWER_LAYERS
 from pytest_overlay._linux.pseudofs import pseudo_filesystem
 from pytest_overlay._linux.workspace import Workspace, create_workspace, remove_workspace
@@ -190,6 +191,7 @@ class OverlayStack:
             )
         if not lowers:
             raise OverlayError("an overlay needs at least one lower layer")
+        check_real_filesystem()
         self._base = _expand(lowers)
         self._workspace_parent = Path(workspace) if workspace is not None else None
         _check_layout(chain_paths(self._base), self._workspace_parent)
@@ -278,6 +280,7 @@ class OverlayStack:
         """Create a fresh workspace and mount the union on it; return self."""
         if self._space is not None:
             raise OverlayError(f"{self!r} is already mounted: close it before mounting again")
+        check_real_filesystem()
         backend = _backends.select_backend(self._requested)
         self._chain = self._base
         space = create_workspace(self._workspace_parent, self.lowers[0], prefix=self._name)
