@@ -19,6 +19,7 @@ import pytest
 
 from pytest_overlay._plugin import golden as _golden
 from pytest_overlay._plugin import golden_unused as _golden_unused
+from pytest_overlay._plugin.listing import listed_with_the_plugin
 from pytest_overlay._plugin.snapshot_state import STATE_KEY, SessionState
 
 if TYPE_CHECKING:
@@ -149,6 +150,7 @@ def configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
+@listed_with_the_plugin
 def overlay_snapshot(overlay_stack: OverlayStack, request: pytest.FixtureRequest) -> Snapshotter:
     """Snapshots of this test's ``overlay_stack``: take, restore, diff, assert.
 
