@@ -209,7 +209,9 @@ class OverlayStack:
         self._frozen = 0
         self._taken = 0
         self._upper_attributes: tuple[object, ...] = ()
-        #: False if the last unmount found the union busy and detached it lazily.
+        #: False if the last :meth:`close` found the union busy (a process still had a
+        #: file open or its working directory inside ``merged``) and detached it lazily:
+        #: the kernel frees it when the last user lets go, and an OverlayWarning names them.
         self.clean_unmount = True
         #: The process's working directory when the union was mounted.
         self._cwd: str | None = None
@@ -229,6 +231,8 @@ class OverlayStack:
 
     @property
     def mounted(self) -> bool:
+        """Whether the union is mounted now: from :meth:`mount` (or ``with``) until
+        :meth:`close`. A fixture's stack is mounted for the whole test."""
         return self._space is not None
 
     def _require(self) -> Workspace:
