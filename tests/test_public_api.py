@@ -94,10 +94,14 @@ def test_types_as_mypy_sees_them(tmp_path: Path) -> None:
     assert [line for line in stdout.splitlines() if ": error:" in line] == []
 
 
-def test_fixtures_listed_under_one_heading(pytester: pytest.Pytester) -> None:
-    # Every fixture of the plugin, datadir's and the snapshot alias included.
+def test_fixtures_listed_under_one_heading(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every fixture of the plugin, datadir's and the snapshot alias included: no other
+    # plugin (syrupy, pytest-snapshot) may take the name "snapshot".
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     pytester.makeini("[pytest]\noverlay_datadir = true\n")
-    result = pytester.runpytest("--fixtures", "-p", "no:syrupy")
+    result = pytester.runpytest("--fixtures", "-p", "overlay")
     text = result.stdout.str()
     headings = re.findall(r"-+ fixtures defined from (\S+) -+", text)
     ours = [h for h in headings if h.startswith("pytest_overlay")]
