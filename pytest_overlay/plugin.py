@@ -17,6 +17,7 @@ from pytest_overlay._backends import ladder as _backends
 from pytest_overlay._backends.protocol import AUTO, Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
 from pytest_overlay._linux import colon as _colon
+from pytest_overlay._linux import fakefs as _fakefs
 from pytest_overlay._linux import namespace as _namespace
 from pytest_overlay._linux import owners as _owners
 from pytest_overlay._linux import sweep as _sweep
@@ -283,6 +284,11 @@ def overlay_stack_factory(
     mounted at the end of the session are closed then. Skips the requesting test when no
     backend works here.
     """
+    try:
+        # Set up inside pyfakefs's fake, the session's workspace would be a fake path.
+        _fakefs.check_real_filesystem()
+    except OverlayError as exc:
+        _outcomes.fail(f"overlay_stack_factory: {exc}")
     backend = _session.backend_or_skip(pytestconfig)
     root = tmp_path_factory.mktemp("overlay", numbered=False)
     basetemp = root.parent
@@ -418,7 +424,14 @@ def pytest_runtest_makereport(
     if report.failed and report.when in ("setup", "call"):
         item.stash[_FAILED] = True
         stack = item.stash.get(_STACK, None)
-        if stack is not None and stack.mounted:
+        faker = _fakefs.fake_filesystem()
+        if stack is not None and stack.mounted and faker is not None:
+            # pyfakefs's fs fixture, set up after the stack, is torn down after this
+            # report: the upper layer can be read (and is kept) only at teardown.
+            report.sections.append(
+                ("overlay changes", f"not listed: {faker}'s fake filesystem hides the upper layer")
+            )
+        elif stack is not None and stack.mounted:
             # The stack is still mounted here: teardown comes after this report.
             keeper = item.config.stash.get(_KEEPER, None)
             kept_at = None

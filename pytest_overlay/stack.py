@@ -32,6 +32,7 @@ from pytest_overlay._layers import statediff as _statediff
 from pytest_overlay._layers.changes import Change
 from pytest_overlay._linux import busy as _busy
 from pytest_overlay._linux.covered import Covered
+from pytest_overlay._linux.fakefs import check_real_filesystem
 from pytest_overlay._linux.mount import MAX_LOWER_LAYERS
 from pytest_overlay._linux.pseudofs import pseudo_filesystem
 from pytest_overlay._linux.workspace import Workspace, create_workspace, remove_workspace
@@ -208,6 +209,7 @@ class OverlayStack:
             )
         if not lowers:
             raise OverlayError("an overlay needs at least one lower layer")
+        check_real_filesystem()
         self._base = _expand(lowers)
         self._workspace_parent = Path(workspace) if workspace is not None else None
         _check_layout(chain_paths(self._base), self._workspace_parent)
@@ -231,7 +233,9 @@ class OverlayStack:
         self._frozen = 0
         self._taken = 0
         self._upper_attributes: tuple[object, ...] = ()
-        #: False if the last unmount found the union busy and detached it lazily.
+        #: False if the last :meth:`close` found the union busy (a process still had a
+        #: file open or its working directory inside ``merged``) and detached it lazily:
+        #: the kernel frees it when the last user lets go, and an OverlayWarning names them.
         self.clean_unmount = True
         #: The process's working directory when the union was mounted.
         self._cwd: str | None = None
@@ -251,6 +255,8 @@ class OverlayStack:
 
     @property
     def mounted(self) -> bool:
+        """Whether the union is mounted now: from :meth:`mount` (or ``with``) until
+        :meth:`close`. A fixture's stack is mounted for the whole test."""
         return self._space is not None
 
     def _require(self) -> Workspace:
@@ -302,6 +308,7 @@ class OverlayStack:
         """Create a fresh workspace and mount the union on it; return self."""
         if self._space is not None:
             raise OverlayError(f"{self!r} is already mounted: close it before mounting again")
+        check_real_filesystem()
         backend = _backends.select_backend(self._requested)
         if self.in_place and "not-a-mount-point" in backend.deviations:
             raise _errors.BackendUnavailable(

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, final
 
 import pytest
 
+from pytest_overlay._plugin.listing import listed_with_the_plugin
+
 if TYPE_CHECKING:
     from pytest_overlay._plugin.snapshotter import Snapshotter
     from pytest_overlay.stack import OverlayStack
@@ -71,6 +73,7 @@ def configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
+@listed_with_the_plugin
 def overlay_snapshot(overlay_stack: OverlayStack) -> Snapshotter:
     """Snapshots of this test's ``overlay_stack``: take, restore, diff, assert.
 
