@@ -21,24 +21,20 @@ def _needs_fuse() -> None:
         pytest.skip(f"fuse does not work here: {reason}")
 
 
-# Each test counts the fuse-overlayfs daemons serving a workspace named pool-* while it
-# runs (they hold its upper and work directories open), and checks what it sees.
+# Each test counts the ready mounts (pool-* workspaces beside its own whose merged
+# directory is, or within 5 s becomes, a mount point) while it runs, and checks what
+# it sees.
 SUITE = """
-import os, pathlib, pytest
+import os, pathlib, time, pytest
 
 def pooled(root):
-    found = set()
-    for pid in os.listdir("/proc"):
-        try:
-            if open(f"/proc/{pid}/comm").read().strip() != "fuse-overlayfs":
-                continue
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                held = pathlib.Path(os.readlink(f"/proc/{pid}/fd/{fd}"))
-                if held.parent.parent == root and held.parent.name.startswith("pool-"):
-                    found.add(pid)
-        except OSError:
-            continue
-    return found
+    spares = list(root.glob("pool-*"))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if all(os.path.ismount(p / "merged") for p in spares):
+            break
+        time.sleep(0.01)
+    return [p for p in spares if os.path.ismount(p / "merged")]
 
 @pytest.mark.overlay("base")
 @pytest.mark.parametrize("i", range(4))
