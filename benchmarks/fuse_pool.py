@@ -1,10 +1,12 @@
 """Per-test cost of the fuse backend, with and without its pool of ready mounts, next to
 the kernel backend: whole process, CPU and wall, N tests minus ``--collect-only``.
 
-    python benchmarks/fuse_pool.py [--tests 200] [--rounds 3] [--out DIR]
+    python benchmarks/fuse_pool.py [--tests 200] [--rounds 3] [--sleep-ms 0] [--out DIR]
 
 Each configuration is a generated pytest project whose N tests each append to one file of
-a 100-file base, delete one, add one and read one through ``overlay_stack``. Every run is
+a 100-file base, delete one, add one and read one through ``overlay_stack`` (then sleep
+``--sleep-ms``, a test that waits on something, during which the pool's next mount can
+get ready). Every run is
 timed from the outside (wall, and user+system CPU of pytest and every child it reaped,
 fuse-overlayfs daemons included); the same project with ``--collect-only`` is subtracted
 and the difference divided by N. Rounds are interleaved; the median round is reported.
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 
 TEST = """
+import time
 import pytest
 
 @pytest.mark.overlay("base")
@@ -39,6 +42,7 @@ def test_work(overlay_stack, i):
     (m / "d0" / "f1").unlink()
     (m / "new").write_text("new")
     (m / "d0" / "f2").read_bytes()
+    time.sleep({sleep})
 """
 
 POOL_OFF = """
@@ -48,14 +52,14 @@ FuseBackend.enable_pool = lambda self: None
 """
 
 
-def make_project(root: Path, n: int, pool: bool) -> Path:
+def make_project(root: Path, n: int, pool: bool, sleep: float) -> Path:
     root.mkdir(parents=True)
     base = root / "base"
     for d in range(10):
         (base / f"d{d}").mkdir(parents=True)
         for f in range(10):
             (base / f"d{d}" / f"f{f}").write_bytes(os.urandom(1024))
-    (root / "test_bench.py").write_text(TEST.format(n=n))
+    (root / "test_bench.py").write_text(TEST.format(n=n, sleep=sleep))
     if not pool:
         (root / "conftest.py").write_text(POOL_OFF)
     return root
@@ -78,6 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tests", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sleep-ms", type=float, default=0.0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="fuse-pool-bench-"))
@@ -89,7 +94,7 @@ def main() -> None:
     }
     scratch = Path(tempfile.mkdtemp(prefix="fuse-pool-projects-"))
     projects = {
-        key: make_project(scratch / str(i), args.tests, pool)
+        key: make_project(scratch / str(i), args.tests, pool, args.sleep_ms / 1e3)
         for i, (key, (_, pool)) in enumerate(configs.items())
     }
     per_test: dict[str, list[tuple[float, float]]] = {key: [] for key in configs}
@@ -103,7 +108,7 @@ def main() -> None:
     rows = []
     kernel_wall = statistics.median(w for w, _ in per_test[mounting])
     kernel_cpu = statistics.median(c for _, c in per_test[mounting])
-    print(f"{args.tests} tests, {args.rounds} rounds, per test (median round):")
+    print(f"{args.tests} tests sleeping {args.sleep_ms} ms, {args.rounds} rounds, per test:")
     print(f"{'':16} {'CPU ms':>8} {'x':>6} {'wall ms':>8} {'x':>6}")
     for key, samples in per_test.items():
         wall = statistics.median(w for w, _ in samples)
