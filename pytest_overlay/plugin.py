@@ -319,10 +319,18 @@ def overlay_stack_factory(
     from pytest_overlay._plugin.factory import OverlayStackFactory
 
     factory = OverlayStackFactory(root, backend, _ispytest=True)
+    from pytest_overlay._backends.fuse import FuseBackend
+
+    # fuse: ready mounts for the next test, started while one runs (see _backends.fuse).
+    pool = backend if isinstance(backend, FuseBackend) else None
+    if pool is not None:
+        pool.enable_pool()
     try:
         yield factory
     finally:
         factory.close_all()
+        if pool is not None:
+            pool.drain_pool()
         if not why_not:
             _tmpfs.unmount_tmpfs(root)
         if home is not None:

@@ -104,6 +104,18 @@ def test_a_daemon_whose_parent_died_before_it_asked_for_the_signal_never_starts(
     assert subprocess.run(["true"], preexec_fn=_die_with(os.getpid()), check=False).returncode == 0
 
 
+def test_the_daemon_is_started_without_forking_pytest() -> None:
+    # A preexec_fn makes subprocess fork (and copy) pytest for every daemon.
+    from pytest_overlay._backends.fuse import _spawn
+
+    argv, preexec = _spawn(["true"], os.getpid())
+    assert preexec is None
+    assert subprocess.run(argv, check=False).returncode == 0
+    # As if pytest had died before setpriv asked for the signal: never starts.
+    argv, _ = _spawn(["true"], os.getpid() + 1)
+    assert subprocess.run(argv, check=False).returncode == 1
+
+
 def test_daemon_runs_outside_pytests_process_group(tmp_path: Path) -> None:
     from pytest_overlay._linux.workspace import create_workspace
 

@@ -155,3 +155,80 @@ def test_a_killed_watcher_is_replaced(tmp_path: Path) -> None:
     assert child.returncode == 9
     wait_for(log)
     assert log.read_text() == f"-u -z {point}\n"
+
+
+LATE_MOUNT = textwrap.dedent(
+    """
+    import os, subprocess, sys
+    from pathlib import Path
+    from pytest_overlay._linux import reaper as _reaper
+
+    space = Path(sys.argv[1])
+    _reaper.watch(space / "merged")
+    print(_reaper._watcher, flush=True)
+    # What a daemon killed while its fusermount3 mounts leaves: a process that makes the
+    # mount a moment later, after this process (and so the daemon) is gone.
+    subprocess.Popen(
+        ["sh", "-c", "sleep 0.5; fuse-overlayfs -o "
+         "lowerdir=lower,upperdir=upper,workdir=work merged; touch done"],
+        cwd=space, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    os._exit(9)
+    """
+)
+
+
+def _host_fusermount() -> str | None:
+    """Why a real fuse-overlayfs cannot mount through fusermount3 from here, or None."""
+    import shutil
+
+    if os.geteuid() == 0:
+        return "root mounts without fusermount3"
+    if not shutil.which("fuse-overlayfs") or not shutil.which("fusermount3"):
+        return "fuse-overlayfs or fusermount3 is missing"
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return "/dev/fuse is not usable"
+    with open("/proc/self/uid_map") as f:
+        if f.read().split() != ["0", "0", "4294967295"]:
+            return "inside a user namespace, where fusermount3 cannot mount"
+    return None
+
+
+def _mounted(point: Path) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == os.fspath(point) for line in f)
+
+
+def test_watcher_unmounts_a_mount_that_appears_after_pytest_died(tmp_path: Path) -> None:
+    # A daemon killed while its fusermount3 mounts leaves that fusermount3 running: the
+    # mount appears after the daemon is gone, and after the watcher's first unmount. Seen
+    # with a bare daemon SIGKILLed 0-12 ms after its start, then "fusermount3 -u -z" at
+    # once: 6 to 16 of 60 left a dead mount (the cause of the crash campaign's dead
+    # mounts without user namespaces).
+    import pytest
+
+    reason = _host_fusermount()
+    if reason:
+        pytest.skip(reason)
+    space = tmp_path / "space"
+    for name in ("lower", "upper", "work", "merged"):
+        (space / name).mkdir(parents=True)
+    child = subprocess.run(
+        [sys.executable, "-c", LATE_MOUNT, os.fspath(space)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert child.returncode == 9, child.stderr
+    watcher = int(child.stdout.split()[0])
+    deadline = time.monotonic() + 30
+    while not (_gone(watcher) and (space / "done").exists()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _gone(watcher)
+    assert (space / "done").exists()
+    try:
+        assert not _mounted(space / "merged")
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", os.fspath(space / "merged")], check=False)

@@ -1,0 +1,126 @@
+"""Per-test cost of the fuse backend, with and without its pool of ready mounts, next to
+the kernel backend: whole process, CPU and wall, N tests minus ``--collect-only``.
+
+    python benchmarks/fuse_pool.py [--tests 200] [--rounds 3] [--sleep-ms 0] [--out DIR]
+
+Each configuration is a generated pytest project whose N tests each append to one file of
+a 100-file base, delete one, add one and read one through ``overlay_stack`` (then sleep
+``--sleep-ms``, a test that waits on something, during which the pool's next mount can
+get ready). Every run is
+timed from the outside (wall, and user+system CPU of pytest and every child it reaped,
+fuse-overlayfs daemons included); the same project with ``--collect-only`` is subtracted
+and the difference divided by N. Rounds are interleaved; the median round is reported.
+"Pool off" loads a conftest that turns ``FuseBackend.enable_pool`` into a no-op, which is
+the fuse backend as it was before the pool. The kernel row needs root (as an ordinary
+user the ``userns`` backend takes its place). Results go to a scratch directory (printed)
+unless ``--out`` names one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TEST = """
+import time
+import pytest
+
+@pytest.mark.overlay("base")
+@pytest.mark.parametrize("i", range({n}))
+def test_work(overlay_stack, i):
+    m = overlay_stack.merged
+    with open(m / "d0" / "f0", "a") as f:
+        f.write("x")
+    (m / "d0" / "f1").unlink()
+    (m / "new").write_text("new")
+    (m / "d0" / "f2").read_bytes()
+    time.sleep({sleep})
+"""
+
+POOL_OFF = """
+from pytest_overlay._backends.fuse import FuseBackend
+
+FuseBackend.enable_pool = lambda self: None
+"""
+
+
+def make_project(root: Path, n: int, pool: bool, sleep: float) -> Path:
+    root.mkdir(parents=True)
+    base = root / "base"
+    for d in range(10):
+        (base / f"d{d}").mkdir(parents=True)
+        for f in range(10):
+            (base / f"d{d}" / f"f{f}").write_bytes(os.urandom(1024))
+    (root / "test_bench.py").write_text(TEST.format(n=n, sleep=sleep))
+    if not pool:
+        (root / "conftest.py").write_text(POOL_OFF)
+    return root
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall and CPU seconds (user+system of the child and all it reaped) of *cmd*."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode not in (0, 5):
+        raise SystemExit(f"{cmd} failed:\n{result.stdout}\n{result.stderr}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tests", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sleep-ms", type=float, default=0.0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="fuse-pool-bench-"))
+    mounting = "kernel" if os.geteuid() == 0 else "userns"
+    configs = {
+        mounting: (mounting, True),
+        "fuse, pool": ("fuse", True),
+        "fuse, no pool": ("fuse", False),
+    }
+    scratch = Path(tempfile.mkdtemp(prefix="fuse-pool-projects-"))
+    projects = {
+        key: make_project(scratch / str(i), args.tests, pool, args.sleep_ms / 1e3)
+        for i, (key, (_, pool)) in enumerate(configs.items())
+    }
+    per_test: dict[str, list[tuple[float, float]]] = {key: [] for key in configs}
+    for _ in range(args.rounds):
+        for key, (backend, _) in configs.items():
+            cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+            cmd.append(f"--overlay-backend={backend}")
+            wall_n, cpu_n = timed(cmd, projects[key])
+            wall_0, cpu_0 = timed([*cmd, "--collect-only"], projects[key])
+            per_test[key].append(((wall_n - wall_0) / args.tests, (cpu_n - cpu_0) / args.tests))
+    rows = []
+    kernel_wall = statistics.median(w for w, _ in per_test[mounting])
+    kernel_cpu = statistics.median(c for _, c in per_test[mounting])
+    print(f"{args.tests} tests sleeping {args.sleep_ms} ms, {args.rounds} rounds, per test:")
+    print(f"{'':16} {'CPU ms':>8} {'x':>6} {'wall ms':>8} {'x':>6}")
+    for key, samples in per_test.items():
+        wall = statistics.median(w for w, _ in samples)
+        cpu = statistics.median(c for _, c in samples)
+        rows.append({"config": key, "cpu_ms": cpu * 1e3, "wall_ms": wall * 1e3, "rounds": samples})
+        print(
+            f"{key:16} {cpu * 1e3:8.2f} {cpu / kernel_cpu:6.2f} "
+            f"{wall * 1e3:8.2f} {wall / kernel_wall:6.2f}"
+        )
+    (out / "fuse_pool.json").write_text(json.dumps({"tests": args.tests, "rows": rows}, indent=1))
+    print(f"results: {out / 'fuse_pool.json'}")
+
+
+if __name__ == "__main__":
+    main()
