@@ -220,6 +220,7 @@ def pytest_configure(config: pytest.Config) -> None:
             # The unions are mounted at session start, when other plugins may have
             # started threads: enter now, while this process has one.
             _session.start_userns(config, "--overlay-protect is given")
+    _protect.check_xdist(config)
     if _session.selection(config).requested != AUTO:
         # A named backend that cannot work here is an error that says why, at start-up.
         chosen = _session.resolve(config)

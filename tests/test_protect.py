@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_overlay._linux import namespace as _namespace
 from tests.helpers import auto_backend, tree_digest
 
 pytest_plugins = ["pytester"]
@@ -171,6 +172,13 @@ def test_xdist_workers_report_to_the_controller(
 ) -> None:
     pytest.importorskip("xdist")
     before = _digest(checkout)
+    if os.geteuid() != 0 and _namespace.cached_probe():
+        # fuse-overlayfs through fusermount3: the workers would share one mount namespace.
+        result = _run(pytester, tmp_path, "-n", "2", "--overlay-protect", ".", "tests")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(["*--overlay-protect under pytest-xdist: the * backend*"])
+        assert _digest(checkout) == before
+        return
     result = _run(
         pytester, tmp_path, "-n", "2", "--overlay-protect", ".", "tests", "-p", "no:cacheprovider"
     )

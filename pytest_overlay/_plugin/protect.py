@@ -171,6 +171,26 @@ def _for_real(config: pytest.Config, path: Path) -> tuple[str, ...]:
     return tuple(rels)
 
 
+def _shared_namespace(backend: str) -> str:
+    return (
+        f"--overlay-protect under pytest-xdist: the {backend} backend mounts in the "
+        "machine's own mount namespace here (no user namespace), where the workers' unions "
+        "over the same path would stack on one another; run without -n, or as root, or "
+        "where user namespaces are allowed"
+    )
+
+
+def check_xdist(config: pytest.Config) -> None:
+    """In pytest-xdist's controller, after start-up chose the namespace: refuse what the
+    workers could not do (a worker's usage error would only make xdist restart it)."""
+    if not config.stash.get(_PATHS, []) or not _session.is_xdist_controller(config):
+        return
+    if _session.running_as_root() or _namespace.state().mode is _namespace.Mode.USERNS:
+        return
+    chosen = _session.resolve(config)
+    raise pytest.UsageError(_shared_namespace(chosen.backend.name if chosen.backend else "no"))
+
+
 def start(config: pytest.Config) -> None:
     """Mount the unions (not in pytest-xdist's controller, which runs no test)."""
     found = config.stash.get(_PATHS, [])
@@ -195,6 +215,8 @@ def start(config: pytest.Config) -> None:
         # Workers inherit their controller's namespace: each needs its own, or their
         # unions over the same path would stack on one another.
         _namespace.separate_mount_namespace()
+        if _namespace.state().mode is _namespace.Mode.NONE:  # checked by the controller
+            raise pytest.UsageError(_shared_namespace(backend.name))
     active = config.stash[_ACTIVE] = _Active()
     # tmp_path_factory's own object: the fixture is not reachable before collection.
     factory: pytest.TempPathFactory = config._tmp_path_factory  # type: ignore[attr-defined]
