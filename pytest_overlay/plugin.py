@@ -30,6 +30,7 @@ from pytest_overlay._plugin import markers as _markers
 from pytest_overlay._plugin import needs as _needs
 from pytest_overlay._plugin import outcomes as _outcomes
 from pytest_overlay._plugin import per_example as _per_example
+from pytest_overlay._plugin import protect as _protect
 from pytest_overlay._plugin import retention as _retention
 from pytest_overlay._plugin import session as _session
 from pytest_overlay._plugin import snapshot_fixtures as _snapshot_fixtures
@@ -152,6 +153,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="default for --overlay-datadir (false)",
     )
+    _protect.addoption(parser)
 
 
 def pytest_overlay_add_backends(config: pytest.Config) -> Sequence[Backend]:
@@ -175,6 +177,9 @@ def pytest_configure(config: pytest.Config) -> None:
         _config.tmpfs_limits(config)
     userns = _config.userns_setting(config)
     _snapshot_fixtures.configure(config)
+    protect = _protect.paths(config)
+    if protect and _linux():
+        config.pluginmanager.register(_protect.ProtectPlugin(config), "overlay-protect")
     if _config.datadir_setting(config):
         from pytest_overlay._plugin import datadir
 
@@ -211,6 +216,11 @@ def pytest_configure(config: pytest.Config) -> None:
                 _session.start_userns(config, why)
             else:
                 _session.selection(config).start_reason = ""
+        elif userns == "auto" and protect:
+            # The unions are mounted at session start, when other plugins may have
+            # started threads: enter now, while this process has one.
+            _session.start_userns(config, "--overlay-protect is given")
+    _protect.check_xdist(config)
     if _session.selection(config).requested != AUTO:
         # A named backend that cannot work here is an error that says why, at start-up.
         chosen = _session.resolve(config)
@@ -265,12 +275,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         _session.activate(session.config)
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> list[str]:
     line = _info.header_line(config)
     if _DATADIR_REPLACED in config.stash:
         replaced = config.stash[_DATADIR_REPLACED]
         line += "; datadir fixtures: pytest-overlay" + (f" (not {replaced})" if replaced else "")
-    return line
+    protect = _protect.header(config)
+    return [line] if protect is None else [line, protect]
 
 
 @pytest.fixture(scope="session")

@@ -312,6 +312,20 @@ def adopt_inherited() -> State:
     return _state
 
 
+def separate_mount_namespace() -> None:
+    """In a process that took over an inherited user namespace (a pytest-xdist worker):
+    a mount namespace of its own, so that its mounts do not show in its siblings'.
+
+    Only the mount namespace: a process with a second thread can still unshare that
+    (the calling thread moves, and the tests run on it), unlike a user namespace.
+    """
+    if _state.mode is not Mode.USERNS:
+        return
+    with mount_privileges():
+        _syscalls.unshare(_syscalls.CLONE_NEWNS)
+        _make_root_private()
+
+
 def enter() -> State:
     """Enter the namespace that suits this process's privileges."""
     if os.geteuid() == 0:

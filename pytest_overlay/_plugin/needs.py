@@ -22,10 +22,12 @@ _OPTIONS = (
     ("overlay_backend", "--overlay-backend"),
     ("overlay_workspace", "--overlay-workspace"),
     ("overlay_retention_policy", "--overlay-keep"),
+    ("overlay_protect", "--overlay-protect"),
 )
 #: Ini keys and their defaults: a key set to anything else counts.
 _INI_DEFAULTS = {
     "overlay_base": [],
+    "overlay_protect": [],
     "overlay_backend": "auto",
     "overlay_workspace": "auto",
     "overlay_retention_policy": "failed",
