@@ -398,3 +398,23 @@ def test_a_bad_max_size_is_a_usage_error(pytester: pytest.Pytester) -> None:
     write_project(pytester)
     result = run(pytester)
     result.stderr.fnmatch_lines(["*overlay_cache_max_size: 'lots' is not a size*"])
+
+
+def test_the_fast_digest_sees_metadata_and_the_content_digest_sees_data(tmp_path: Path) -> None:
+    from pytest_overlay._layers.digest import tree_digest
+
+    tree = make_tree(tmp_path / "t", {"a": "one", "d": {"b": "two"}, "l": ("symlink", "a")})
+    fast, full = tree_digest(tree), tree_digest(tree, content=True)
+    st = (tree / "a").stat()
+    # Same size, mtime restored: only the content digest can tell.
+    (tree / "a").write_text("ONE")
+    os.utime(tree / "a", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert tree_digest(tree) == fast
+    assert tree_digest(tree, content=True) != full
+    (tree / "d" / "b").chmod(0o600)
+    assert tree_digest(tree) != fast
+    (tree / "l").unlink()
+    (tree / "l").symlink_to("d")
+    changed = tree_digest(tree)
+    os.utime(tree, ns=(1, 1))  # the root's own mtime is not part of it
+    assert tree_digest(tree) == changed

@@ -14,16 +14,18 @@ controller in the setup report's ``user_properties`` and is listed at the end of
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Final, Literal, cast, final
+from typing import TYPE_CHECKING, Final, Literal, cast, final
 
 import pytest
 
-from pytest_overlay._cache import transfer as _transfer
-from pytest_overlay._cache.store import CacheStore, Entry
 from pytest_overlay._errors import OverlayError
 from pytest_overlay._linux import tmpfs as _tmpfs
+
+if TYPE_CHECKING:
+    # Loaded when the cache is first used: plugin.py imports this module in every session.
+    from pytest_overlay._cache.store import CacheStore, Entry
 
 __all__ = ["CacheMode", "addoption", "store_for"]
 
@@ -114,6 +116,8 @@ def max_size(config: pytest.Config) -> int | None:
 
 
 def store_for(request: pytest.FixtureRequest, mode: CacheMode) -> CacheStore:
+    from pytest_overlay._cache.store import CacheStore
+
     config = request.config
     if mode == "session":
         factory: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
@@ -216,6 +220,9 @@ def command(config: pytest.Config) -> int | None:
 
 
 def export_entries(config: pytest.Config, target: Path) -> str:
+    from pytest_overlay._cache import transfer as _transfer
+    from pytest_overlay._cache.store import CacheStore
+
     store = CacheStore(cache_dir(config))
     entries = store.entries()
     _transfer.export_layout(entries, target)
@@ -223,6 +230,9 @@ def export_entries(config: pytest.Config, target: Path) -> str:
 
 
 def import_entries(config: pytest.Config, source: Path) -> str:
+    from pytest_overlay._cache import transfer as _transfer
+    from pytest_overlay._cache.store import CacheStore
+
     store = CacheStore(cache_dir(config))
     imported = _transfer.import_layout(store, source)
     return f"imported {len(imported)} build cache entries from {source} into {store.root}"
@@ -233,6 +243,8 @@ def import_entries(config: pytest.Config, source: Path) -> str:
 
 def clear_at_start(config: pytest.Config) -> None:
     """``--overlay-cache-clear``: empty the persistent store before any test runs."""
+    from pytest_overlay._cache.store import CacheStore
+
     store = CacheStore(cache_dir(config))
     removed, busy = store.clear()
     note = f"build cache cleared: {len(removed)} entries removed"
@@ -257,6 +269,8 @@ def _age(seconds: float) -> str:
 
 def info(config: pytest.Config) -> str:
     """The text of ``--overlay-cache-info``."""
+    from pytest_overlay._cache.store import CacheStore
+
     store = CacheStore(cache_dir(config))
     entries = list(reversed(store.entries()))
     now = time.time()
@@ -278,7 +292,3 @@ def _describe(entry: Entry, now: float) -> str:
         f"{entry.files} entries, built {_age(now - entry.created)} ago, "
         f"last used {_age(now - entry.last_used)} ago, {entry.hits} hits"
     )
-
-
-def entries_of(config: pytest.Config) -> Iterator[Entry]:
-    yield from CacheStore(cache_dir(config)).entries()
