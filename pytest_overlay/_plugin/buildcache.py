@@ -112,5 +112,6 @@ def cached_build(
             os.close(use)
             raise
     _KEYS[built] = digest
-    _settings.record(request.config, label, outcome, time.perf_counter() - started, digest)
+    seconds = time.perf_counter() - started
+    _settings.record(request.config, (label, outcome, seconds, digest, stack.backend))
     return CachedBuild(stack, built, lambda: os.close(use))

@@ -33,8 +33,10 @@ CacheMode = bool | Literal["session"]
 
 #: A setup report's user_properties entry: (fixture, "built" | "cached", seconds, key).
 PROPERTY: Final = "pytest_overlay_build"
-_EVENTS = pytest.StashKey[list[tuple[str, str, float, str]]]()
-_PENDING = pytest.StashKey[list[tuple[str, str, float, str]]]()
+#: One cached fixture's setup: (fixture, "built" | "cached", seconds, key, backend).
+Event = tuple[str, str, float, str, str]
+_EVENTS = pytest.StashKey[list[Event]]()
+_PENDING = pytest.StashKey[list[Event]]()
 _CLEARED = pytest.StashKey[str]()
 
 _DEFAULT_DIR: Final = "overlay-build-cache"
@@ -95,7 +97,7 @@ def cache_dir(config: pytest.Config) -> Path:
         return base / Path(setting).expanduser()
     cache = getattr(config, "cache", None)
     if cache is None:
-        raise pytest.UsageError(
+        raise OverlayError(
             "the build cache lives in pytest's cache directory by default, but the "
             "cacheprovider plugin is disabled (-p no:cacheprovider): set overlay_cache_dir"
         )
@@ -131,8 +133,8 @@ def store_for(request: pytest.FixtureRequest, mode: CacheMode) -> CacheStore:
 # --- the report --------------------------------------------------------------------------
 
 
-def record(config: pytest.Config, label: str, outcome: str, seconds: float, key: str) -> None:
-    config.stash.setdefault(_PENDING, []).append((label, outcome, seconds, key))
+def record(config: pytest.Config, event: Event) -> None:
+    config.stash.setdefault(_PENDING, []).append(event)
 
 
 def attach(report: pytest.TestReport, config: pytest.Config) -> None:
@@ -150,8 +152,11 @@ def collect(report: pytest.TestReport, config: pytest.Config) -> None:
     for name, value in report.user_properties:
         if name == PROPERTY:
             # What attach() put there; xdist may turn the tuple into a list on the way.
-            label, outcome, seconds, key = (str(v) for v in cast("Sequence[object]", value))
-            config.stash.setdefault(_EVENTS, []).append((label, outcome, float(seconds), key))
+            label, outcome, seconds, key, backend = (
+                str(v) for v in cast("Sequence[object]", value)
+            )
+            event = (label, outcome, float(seconds), key, backend)
+            config.stash.setdefault(_EVENTS, []).append(event)
 
 
 def summary_lines(config: pytest.Config) -> list[str]:
@@ -168,8 +173,10 @@ def summary_lines(config: pytest.Config) -> list[str]:
         f"({', '.join(sorted({f'{e[0]} {e[1]}' for e in events}))})"
     )
     if config.getoption("verbose") > 0:
-        for label, outcome, seconds, key in events:
-            lines.append(f"  {label}: {outcome} in {seconds * 1000:.1f} ms (key {key[:12]})")
+        for label, outcome, seconds, key, backend in events:
+            lines.append(
+                f"  {label}: {outcome} in {seconds * 1000:.1f} ms (key {key[:12]}, {backend})"
+            )
     return lines
 
 
@@ -245,7 +252,10 @@ def clear_at_start(config: pytest.Config) -> None:
     """``--overlay-cache-clear``: empty the persistent store before any test runs."""
     from pytest_overlay._cache.store import CacheStore
 
-    store = CacheStore(cache_dir(config))
+    try:
+        store = CacheStore(cache_dir(config))
+    except OverlayError as exc:
+        raise pytest.UsageError(f"--overlay-cache-clear: {exc}") from None
     removed, busy = store.clear()
     note = f"build cache cleared: {len(removed)} entries removed"
     if busy:
