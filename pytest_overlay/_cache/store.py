@@ -289,7 +289,10 @@ class CacheStore:
             os.rename(path, doomed)
         except FileNotFoundError:
             return
-        remove_workspace(doomed)
+        # An entry of another user's may not be deletable by this one: out of entries/ is
+        # what matters, the rest stays in tmp/ for whoever can remove it.
+        with contextlib.suppress(OSError):
+            remove_workspace(doomed)
 
     def _entry(self, key: str, path: Path) -> Entry:
         meta = json.loads((path / "meta.json").read_text())
