@@ -145,7 +145,10 @@ class CacheStore:
             return None, ""
         why = self._refusal(key, path, st)
         if why:
-            self._remove(path)
+            try:
+                self._remove(path)
+            except OverlayError as exc:
+                why += f"; {exc}"
             return None, why
         entry = self._entry(key, path)
         with open(path / "hits", "ab") as hits:
@@ -278,6 +281,8 @@ class CacheStore:
             raise
         try:
             self._remove(entry.path)
+        except OverlayError:
+            return False  # another user's: listed as kept, like an entry in use
         finally:
             os.close(fd)
         return True
@@ -289,6 +294,12 @@ class CacheStore:
             os.rename(path, doomed)
         except FileNotFoundError:
             return
+        except PermissionError:
+            # Moving a directory to another parent rewrites its "..": its owner's right.
+            raise OverlayError(
+                f"{path} belongs to another user and cannot be removed by this one: remove "
+                "it as its owner (or as root), or set overlay_cache_dir elsewhere"
+            ) from None
         # An entry of another user's may not be deletable by this one: out of entries/ is
         # what matters, the rest stays in tmp/ for whoever can remove it.
         with contextlib.suppress(OSError):

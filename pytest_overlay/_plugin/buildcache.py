@@ -98,12 +98,17 @@ def cached_build(
                 try:
                     build(stack)
                     built = stack.snapshot(label)
-                    entry = store.publish(
-                        digest, built.layer, label, time.perf_counter() - started
-                    )
                 except BaseException:
                     stack.close()
                     raise
+                try:
+                    store.publish(digest, built.layer, label, time.perf_counter() - started)
+                except OverlayError as exc:
+                    # The build is done and good; only keeping it failed.
+                    warnings.warn(
+                        OverlayWarning(f"{label}: not stored in the build cache: {exc}"),
+                        stacklevel=1,
+                    )
                 outcome = "built"
                 limit = _settings.max_size(request.config) if mode is True else None
                 if limit is not None:
