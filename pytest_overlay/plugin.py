@@ -23,6 +23,7 @@ from pytest_overlay._linux import owners as _owners
 from pytest_overlay._linux import sweep as _sweep
 from pytest_overlay._linux import tmpfs as _tmpfs
 from pytest_overlay._plugin import at_path as _at_path
+from pytest_overlay._plugin import cache_settings as _cache_settings
 from pytest_overlay._plugin import config as _config
 from pytest_overlay._plugin import fixture_hints as _fixture_hints
 from pytest_overlay._plugin import info as _info
@@ -154,6 +155,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="default for --overlay-datadir (false)",
     )
     _protect.addoption(parser)
+    _cache_settings.addoption(parser)
 
 
 def pytest_overlay_add_backends(config: pytest.Config) -> Sequence[Backend]:
@@ -193,6 +195,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "overlay_userns = never: no user namespace is entered (remove the setting to "
             "let pytest-overlay mount with kernel overlayfs)"
         )
+    config.pluginmanager.register(_cache_settings.Reporter(config), _cache_settings.REPORTER)
     basetemp = config.option.basetemp
     if basetemp and not hasattr(config, "workerinput"):
         # A killed earlier run may have left workspaces there, which pytest could not
@@ -230,6 +233,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    action = _cache_settings.command(config)
+    if action is not None:
+        return action
     if config.option.overlay_info:
         config._do_configure()
         try:
@@ -438,6 +444,8 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
+    if report.when == "setup":
+        _cache_settings.attach(report, item.config)
     if report.failed and report.when == "setup":
         _fixture_hints.add_hint(report, call)
     if report.failed and report.when in ("setup", "call"):

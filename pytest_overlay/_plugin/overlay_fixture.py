@@ -13,7 +13,9 @@ from typing import Any, Literal, Protocol, cast
 import pytest
 
 from pytest_overlay._errors import BackendUnavailable, OverlayError
+from pytest_overlay._plugin import buildcache as _buildcache
 from pytest_overlay._plugin import fixture_hints as _hints
+from pytest_overlay._plugin.cache_settings import CacheMode
 from pytest_overlay._plugin.factory import OverlayStackFactory
 from pytest_overlay._plugin.outcomes import fail
 from pytest_overlay.snapshot import Snapshot
@@ -74,6 +76,9 @@ def overlay_fixture(
     scope: Scope = "function",
     name: str | None = None,
     build: Callable[[OverlayStack], object] | None = None,
+    cache: CacheMode = False,
+    key: _buildcache.KeyLike = None,
+    hash_content: bool = False,
 ) -> OverlayFixture:
     """Return a fixture that yields an :class:`~pytest_overlay.OverlayStack` over *bases*.
 
@@ -97,9 +102,32 @@ def overlay_fixture(
     frozen into a layer (``stack.snapshot(<fixture name>)``) so that fixtures built on
     this one share it without copying. The stack is unmounted at the end of the scope;
     the frozen layers stay as long as a fixture or test still uses them.
+
+    *cache* (with *build*): ``True`` stores the built layer in the build cache and reuses
+    it in later sessions and in other xdist workers while its inputs are unchanged;
+    ``"session"`` shares it between the xdist workers of this session only. The key
+    covers the bases (a fast metadata digest, or their data with *hash_content*), the
+    build function's module, name and source, and *key*: a string, bytes or a callable
+    returning one, for inputs the plugin cannot see (see the build cache page of the
+    documentation).
     """
     if not bases:
         raise TypeError("overlay_fixture() needs at least one base: a path or a fixture name")
+    if cache not in (False, True, "session"):
+        raise ValueError(
+            f"overlay_fixture(cache={cache!r}): give True (a cache kept across sessions), "
+            "'session' (shared by this session's xdist workers) or False"
+        )
+    if cache and build is None:
+        raise TypeError(
+            "overlay_fixture(cache=...) caches the result of build=: pass the build "
+            "function too (a fixture without a build has nothing to cache)"
+        )
+    if (key is not None or hash_content) and not cache:
+        raise TypeError(
+            "overlay_fixture(key=..., hash_content=...) only matter with cache=True or "
+            "cache='session'"
+        )
     here, module, file = _caller()
     fixtures: list[str] = []
     for base in bases:
@@ -133,6 +161,9 @@ def overlay_fixture(
         request: pytest.FixtureRequest = values["request"]
         factory: OverlayStackFactory = values[_FACTORY]
         label = request.fixturename or name or "overlay_fixture"
+        if cache and build is not None:
+            yield from _cached(request, factory, resolve(values, label), label, build)
+            return
         try:
             stack = factory.mount(resolve(values, label), name=label)
         except BackendUnavailable as exc:
@@ -149,12 +180,37 @@ def overlay_fixture(
         finally:
             stack.close()
 
+    def _cached(
+        request: pytest.FixtureRequest,
+        factory: OverlayStackFactory,
+        layers: list[BaseLike],
+        label: str,
+        build: Callable[[OverlayStack], object],
+    ) -> Iterator[OverlayStack]:
+        try:
+            done = _buildcache.cached_build(
+                request, factory, layers, label, build, cache, key, hash_content
+            )
+        except BackendUnavailable as exc:
+            pytest.skip(f"pytest-overlay cannot mount here: {exc}")
+        except OverlayError as exc:
+            fail(f"{label}: {exc}")
+        _BUILT[done.stack] = done.built
+        try:
+            yield done.stack
+        finally:
+            try:
+                done.stack.close()
+            finally:
+                done.release()
+
     described = ", ".join(str(b) if not isinstance(b, Snapshot) else b.name for b in bases)
     # pytest --fixtures lists a fixture under its function's module: the caller's.
     overlay_fixture_function.__module__ = module
     overlay_fixture_function.__doc__ = (
         f"An overlay stack over {described} ({scope} scope"
         + (f", built by {getattr(build, '__name__', 'a function')}" if build else "")
+        + (", cached" if cache is True else ", built once per session" if cache else "")
         + "), declared with pytest_overlay.overlay_fixture."
     )
     # pytest learns a fixture's dependencies from its signature: declare the base

@@ -1,0 +1,1 @@
+"""The build cache: keys, the on-disk store, and OCI export and import of its entries."""
