@@ -77,7 +77,12 @@ def test_closing_a_cleanly_unmounted_stack_asks_no_ismount(
     stack = OverlayStack([base], workspace=tmp_path / "ws", backend=usable_backend("kernel"))
     stack.mount()
     asked: list[object] = []
-    monkeypatch.setattr(os.path, "ismount", lambda path: asked.append(path) or False)
+
+    def ismount(path: object) -> bool:
+        asked.append(path)
+        return False
+
+    monkeypatch.setattr(os.path, "ismount", ismount)
     stack.close()
     assert asked == []
     assert list((tmp_path / "ws").iterdir()) == []
