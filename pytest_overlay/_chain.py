@@ -12,11 +12,12 @@ import errno
 import os
 import stat
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, final
 
 from pytest_overlay._errors import OverlayError
+from pytest_overlay._layers.squash import squash_layers
 from pytest_overlay._linux.workspace import Workspace, copy_owner, remove_workspace
 
 # Overlayfs's own xattrs (origin, impure, uuid, opaque...) describe a layer, not the tree.
@@ -55,9 +56,11 @@ def _remove_root(root: Path) -> None:
 class FrozenLayer:
     """A former upper layer, now read-only, deleted when its last reference goes."""
 
-    def __init__(self, path: Path, keeper: WorkspaceKeeper) -> None:
+    def __init__(self, path: Path, keeper: WorkspaceKeeper, level: int = 0) -> None:
         self.path = path
         self._keeper = keeper
+        #: 0 for a former upper layer; n + 1 for a squash of layers of level n.
+        self.level = level
         weakref.finalize(self, remove_workspace, path)
 
     def __repr__(self) -> str:
@@ -148,3 +151,43 @@ def freeze_upper(space: Workspace, keeper: WorkspaceKeeper, number: int) -> Froz
             raise
         raise OverlayError(f"cannot freeze {space.upper}: {target} already exists") from None
     return FrozenLayer(target, keeper)
+
+
+#: How many frozen layers of one level are squashed into one layer of the next level.
+#: A chain of n snapshots then stands on at most SQUASH_FAN - 1 layers per level, about
+#: SQUASH_FAN * log(n) / log(SQUASH_FAN) in all, and each snapshot's files are copied
+#: once per level, log(n) / log(SQUASH_FAN) times: the cost of squashing follows what
+#: the squashed layers hold, never the base.
+SQUASH_FAN: Final = 8
+
+
+def squash_top(
+    chain: tuple[Layer, ...],
+    own: int,
+    keeper: WorkspaceKeeper,
+    numbers: Callable[[], int],
+    opaque_xattr: str,
+) -> tuple[Layer, ...]:
+    """*chain* with its top-most frozen layers squashed while SQUASH_FAN share a level.
+
+    *own* is how many layers at the top of *chain* this stack made (the rest is its base,
+    never touched); *numbers* gives the number of the next frozen layer in the workspace.
+    A layer that cannot be read whole (a test may leave a directory mode 000) leaves the
+    chain as it is: it stays right, only deeper.
+    """
+    while own >= SQUASH_FAN:
+        group = chain[:SQUASH_FAN]
+        levels = {layer.level if isinstance(layer, FrozenLayer) else -1 for layer in group}
+        if len(levels) != 1 or -1 in levels:
+            break
+        target = keeper.root / f"layer-{numbers()}"
+        try:
+            squash_layers(
+                [os.fspath(layer_path(x)) for x in group], os.fspath(target), opaque_xattr
+            )
+        except OSError:
+            remove_workspace(target)
+            break
+        chain = (FrozenLayer(target, keeper, levels.pop() + 1), *chain[SQUASH_FAN:])
+        own -= SQUASH_FAN - 1
+    return chain

@@ -26,6 +26,7 @@ from pytest_overlay._chain import (
     is_empty_upper,
     layer_path,
     root_attributes,
+    squash_top,
 )
 from pytest_overlay._errors import OverlayError, layer_list
 from pytest_overlay._layers import statediff as _statediff
@@ -111,6 +112,12 @@ def _check_lower_uncached(raw: LayerLike) -> Path:
 
 def _count_layers(lowers: Sequence[BaseLike]) -> int:
     return sum(len(chain_of(item)) if isinstance(item, Snapshot) else 1 for item in lowers)
+
+
+#: The opaque marker each backend's mount reads, for the backends whose deep snapshot
+#: chains are squashed. fuse-overlayfs also drops marker files into opaque directories,
+#: and the copy backend, and backends from other plugins, keep their chains as they are.
+_SQUASH_OPAQUE_XATTR = {"kernel": "trusted.overlay.opaque", "userns": "user.overlay.opaque"}
 
 
 def _check_count(count: int) -> None:
@@ -484,9 +491,25 @@ class OverlayStack:
             self._frozen += 1
             own = freeze_upper(space, self._keeper, self._frozen)
             chain = (own, *chain)
-        self._remount(space, chain)
+        snapshot = make_snapshot(chain, own, name or f"snapshot-{self._taken + 1}", self)
+        # The snapshot keeps the chain as it is (its own layer on top, for changes()); the
+        # stack goes on over the same state on fewer layers once enough have piled up.
+        self._remount(space, self._squashed(chain))
         self._taken += 1
-        return make_snapshot(chain, own, name or f"snapshot-{self._taken}", self)
+        return snapshot
+
+    def _squashed(self, chain: tuple[Layer, ...]) -> tuple[Layer, ...]:
+        assert self._backend is not None
+        assert self._keeper is not None
+        opaque = _SQUASH_OPAQUE_XATTR.get(self._backend.name)
+        if opaque is None:
+            return chain
+
+        def number() -> int:
+            self._frozen += 1
+            return self._frozen
+
+        return squash_top(chain, len(chain) - len(self._base), self._keeper, number, opaque)
 
     def restore(self, snapshot: Snapshot) -> None:
         """Roll the merged view back to *snapshot*, discarding everything written since.
