@@ -159,6 +159,22 @@ def freeze_upper(space: Workspace, keeper: WorkspaceKeeper, number: int) -> Froz
 #: once per level, log(n) / log(SQUASH_FAN) times: the cost of squashing follows what
 #: the squashed layers hold, never the base.
 SQUASH_FAN: Final = 8
+#: Restoring older snapshots and going on from there can interleave levels so that no
+#: SQUASH_FAN neighbours share one; past this many frozen layers the top-most
+#: SQUASH_FAN are squashed whatever their levels.
+SQUASH_CAP: Final = 4 * SQUASH_FAN
+
+
+def _level(layer: Layer) -> int:
+    return layer.level if isinstance(layer, FrozenLayer) else -1
+
+
+def _equal_run(frozen: Sequence[Layer]) -> int | None:
+    """Where the top-most SQUASH_FAN neighbours of one level start in *frozen*, if any."""
+    for start in range(len(frozen) - SQUASH_FAN + 1):
+        if len({_level(layer) for layer in frozen[start : start + SQUASH_FAN]}) == 1:
+            return start
+    return None
 
 
 def squash_top(
@@ -168,18 +184,21 @@ def squash_top(
     numbers: Callable[[], int],
     opaque_xattr: str,
 ) -> tuple[Layer, ...]:
-    """*chain* with its top-most frozen layers squashed while SQUASH_FAN share a level.
+    """*chain* with runs of SQUASH_FAN frozen layers of one level squashed into one.
 
-    *own* is how many layers at the top of *chain* this stack made (the rest is its base,
-    never touched); *numbers* gives the number of the next frozen layer in the workspace.
-    A layer that cannot be read whole (a test may leave a directory mode 000) leaves the
-    chain as it is: it stays right, only deeper.
+    *own* is how many layers at the top of *chain* this stack froze (the rest is its
+    base, never touched); *numbers* gives the number of the next frozen layer in the
+    workspace. A layer that cannot be read whole (a test may leave a directory mode
+    000) leaves the chain as it is: it stays right, only deeper.
     """
     while own >= SQUASH_FAN:
-        group = chain[:SQUASH_FAN]
-        levels = {layer.level if isinstance(layer, FrozenLayer) else -1 for layer in group}
-        if len(levels) != 1 or -1 in levels:
-            break
+        start = _equal_run(chain[:own])
+        if start is None:
+            if own <= SQUASH_CAP:
+                break
+            start = 0
+        group = chain[start : start + SQUASH_FAN]
+        level = max(_level(layer) for layer in group) + 1
         target = keeper.root / f"layer-{numbers()}"
         try:
             squash_layers(
@@ -188,6 +207,6 @@ def squash_top(
         except OSError:
             remove_workspace(target)
             break
-        chain = (FrozenLayer(target, keeper, levels.pop() + 1), *chain[SQUASH_FAN:])
+        chain = (*chain[:start], FrozenLayer(target, keeper, level), *chain[start + SQUASH_FAN :])
         own -= SQUASH_FAN - 1
     return chain

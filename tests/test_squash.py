@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_overlay import OverlayStack
+from pytest_overlay import OverlayStack, Snapshot
 from pytest_overlay import stack as stack_module
-from pytest_overlay._chain import SQUASH_FAN
+from pytest_overlay._chain import SQUASH_CAP, SQUASH_FAN
 from pytest_overlay._linux.mount import MAX_LOWER_LAYERS
 from tests.helpers import make_tree, tree_digest, usable_backend
 
@@ -136,6 +136,27 @@ def test_snapshots_alone_never_reach_the_layer_limit(tmp_path: Path, backend: st
             stack.snapshot()
         assert len(stack.lowers) < 4 * SQUASH_FAN
         assert (stack.merged / "f").read_text() == str(MAX_LOWER_LAYERS + 19)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_restoring_older_snapshots_and_going_on_stays_shallow(
+    tmp_path: Path, backend: str
+) -> None:
+    base = make_tree(tmp_path / "base", {"f": "base"})
+    snapshots: list[tuple[Snapshot, set[str]]] = []
+    names: set[str] = {"f"}
+    with OverlayStack([base], workspace=tmp_path / "ws", backend=usable_backend(backend)) as stack:
+        for n in range(300):
+            (stack.merged / f"n{n}").write_text(str(n))
+            names.add(f"n{n}")
+            snapshots.append((stack.snapshot(), set(names)))
+            if n % 3 == 2:
+                # Back to a state halfway, and on from there.
+                snapshot, names = snapshots[n // 2]
+                stack.restore(snapshot)
+                names = set(names)
+            assert {p.name for p in stack.merged.iterdir()} == names
+            assert len(stack.lowers) <= SQUASH_CAP + 2
 
 
 def test_a_layer_that_cannot_be_read_is_left_unsquashed(
