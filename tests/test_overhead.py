@@ -9,7 +9,7 @@ import pytest
 
 from pytest_overlay import OverlayError, OverlayStack
 from pytest_overlay import stack as stack_module
-from tests.helpers import make_tree, usable_backend
+from tests.helpers import auto_backend, make_tree, usable_backend
 
 pytest_plugins = ["pytester"]
 
@@ -36,7 +36,7 @@ def test_a_base_of_many_layers_is_checked_once_not_on_every_mount(
     layers = _layers(tmp_path / "l", 20)
     resolves = _count_calls(monkeypatch, "_check_lower_uncached")
     layouts = _count_calls(monkeypatch, "_check_layout_uncached")
-    backend = usable_backend("kernel")
+    backend = usable_backend(auto_backend())
     for _ in range(3):
         with OverlayStack(layers, workspace=tmp_path / "ws", backend=backend) as stack:
             assert {p.name for p in stack.merged.iterdir()} == {f"f{i}" for i in range(20)}
@@ -74,7 +74,7 @@ def test_closing_a_cleanly_unmounted_stack_asks_no_ismount(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base = make_tree(tmp_path / "base", {"f": "x"})
-    stack = OverlayStack([base], workspace=tmp_path / "ws", backend=usable_backend("kernel"))
+    stack = OverlayStack([base], workspace=tmp_path / "ws", backend=usable_backend(auto_backend()))
     stack.mount()
     asked: list[object] = []
 
