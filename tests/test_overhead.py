@@ -9,6 +9,7 @@ import pytest
 
 from pytest_overlay import OverlayError, OverlayStack
 from pytest_overlay import stack as stack_module
+from pytest_overlay._plugin import fixture_hints
 from tests.helpers import auto_backend, make_tree, usable_backend
 
 pytest_plugins = ["pytester"]
@@ -97,8 +98,11 @@ def test_plain(request):
 
 
 def test_a_suite_that_does_not_use_the_plugin_gets_no_per_test_hooks(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Names remembered by earlier overlay_fixture calls in this process (other tests'
+    # inline sessions) would ask for the hooks, rightly; this session made none.
+    monkeypatch.setattr(fixture_hints, "_DIRECTORY_NAMES", {})
     pytester.makepyfile(test_plain=HOOKS_PROBE)
     result = pytester.runpytest("-s")
     result.assert_outcomes(passed=1)
