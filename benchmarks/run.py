@@ -135,6 +135,8 @@ def working_backends(base: Path, scratch: Path, notes: list[str]) -> list[config
 
 
 def _pick_tests(seconds: float, args: argparse.Namespace) -> int:
+    if args.tests:
+        return int(args.tests)
     fits = int(args.budget / max(seconds, 1e-6))
     return max(int(args.min_tests), min(int(args.max_tests), fits))
 
@@ -593,6 +595,13 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 1)")
     parser.add_argument("--only", help="comma-separated configuration keys to run")
+    parser.add_argument(
+        "--tests",
+        type=int,
+        help="run this many tests per configuration (except copies of the base) instead "
+        "of what fits the time budget: on a loaded machine the budget allows too few for "
+        "the whole-process figures",
+    )
     parser.add_argument("--keep-bases", action="store_true", help="keep generated bases")
     parser.add_argument(
         "--no-proposals", action="store_true", help="skip changes under evaluation"
@@ -613,7 +622,8 @@ def main() -> None:
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.budget = 2.0 if args.quick else 6.0
     args.min_tests = 2
-    args.max_tests = 100 if args.quick else 400
+    # Enough tests that (run - collect-only) / N is not swamped by start-up noise.
+    args.max_tests = 300 if args.quick else 1000
     args.import_repeat = 7 if args.quick else 21
     created_scratch = args.scratch is None
     args.scratch = (args.scratch or Path(tempfile.mkdtemp(prefix="overlay-bench-"))).resolve()
