@@ -82,7 +82,10 @@ import tempfile
 from pathlib import Path
 
 # The same mount the kernel backend makes, with nothing around it: raw syscalls through
-# ctypes (x86_64 numbers), three mkdirs, and one rmtree.
+# ctypes (x86_64 numbers), three mkdirs, and one rmtree. With ON_TMPFS the workspaces go on
+# a tmpfs mounted for the session, as the product's default puts them: each overlay row is
+# compared with a bare mount on the same filesystem.
+ON_TMPFS = {on_tmpfs}
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
@@ -98,7 +101,12 @@ def _ok(result):
 def _bare_parent(tmp_path_factory):
     _ok(_libc.unshare(0x00020000))  # CLONE_NEWNS
     _ok(_libc.mount(b"none", b"/", None, ctypes.c_ulong(0x4000 | 1 << 18), None))
-    return tmp_path_factory.mktemp("bare")
+    parent = tmp_path_factory.mktemp("bare")
+    if ON_TMPFS:
+        _ok(_libc.mount(b"tmpfs", bytes(parent), b"tmpfs", 0, b"mode=0700"))
+    yield parent
+    if ON_TMPFS:
+        _ok(_libc.umount2(bytes(parent), 0))
 
 
 @pytest.fixture
@@ -164,6 +172,13 @@ OVERLAY_DATADIR = Config(
     ini=("overlay_datadir = true",),
 )
 EMPTY = Config(key="empty", label="empty test (pytest's own cost)", fixture="")
+#: The same empty test with the plugin loaded: what a test that does not use it pays.
+EMPTY_WITH_PLUGIN = Config(
+    key="empty-plugin",
+    label="empty test, pytest-overlay loaded",
+    plugins=("pytest_overlay.plugin",),
+    fixture="",
+)
 PROPOSALS: tuple[Config, ...] = ()
 #: The kernel backend with its workspaces on disk (the default before tmpfs workspaces).
 KERNEL_ON_DISK = Config(
@@ -182,10 +197,18 @@ REFERENCE = Config(
 )
 BARE = Config(
     key="bare-ctypes",
-    label="bare ctypes mount+umount",
+    label="bare ctypes mount+umount, tmpfs",
     fixture="bare_overlay",
     root="bare_overlay",
-    conftest=BARE_OVERLAY,
+    conftest=BARE_OVERLAY.replace("{on_tmpfs}", "True"),
+)
+#: Compared with the kernel backend's disk-workspace row.
+BARE_DISK = Config(
+    key="bare-ctypes-disk",
+    label="bare ctypes mount+umount, disk",
+    fixture="bare_overlay",
+    root="bare_overlay",
+    conftest=BARE_OVERLAY.replace("{on_tmpfs}", "False"),
 )
 COMPETITORS = (
     Config(

@@ -29,6 +29,8 @@ class Run:
     detail: str = ""
     #: Workspace directories left under basetemp after the session (should be 0).
     leftovers: int = 0
+    #: CPU time (user + system) of the whole pytest process, seconds.
+    cpu: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -63,6 +65,14 @@ def child_env() -> dict[str, str]:
 
 def run_process(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, float, int]:
     """Run *cmd*; return (exit code, output, wall seconds, peak RSS in bytes)."""
+    code, output, wall, rss, _ = run_process_cpu(cmd, cwd, env)
+    return code, output, wall, rss
+
+
+def run_process_cpu(
+    cmd: list[str], cwd: Path, env: dict[str, str]
+) -> tuple[int, str, float, int, float]:
+    """:func:`run_process`, plus the child's CPU time (user + system, seconds)."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -74,7 +84,8 @@ def run_process(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, st
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     proc.stdout.close()
-    return proc.returncode, output, wall, usage.ru_maxrss * 1024
+    cpu = usage.ru_utime + usage.ru_stime
+    return proc.returncode, output, wall, usage.ru_maxrss * 1024, cpu
 
 
 def _count_leftovers(basetemp: Path) -> int:
@@ -84,8 +95,14 @@ def _count_leftovers(basetemp: Path) -> int:
     return sum(1 for _ in overlay_root.iterdir())
 
 
-def run_config(config: Config, base: Path, tests: int, scratch: Path) -> Run:
-    """Run *tests* tests of *config* over *base* in a fresh project under *scratch*."""
+def run_config(
+    config: Config, base: Path, tests: int, scratch: Path, *, collect_only: bool = False
+) -> Run:
+    """Run *tests* tests of *config* over *base* in a fresh project under *scratch*.
+
+    With *collect_only*, pytest collects the same tests and runs none: the process's
+    start-up, collection and shutdown, to subtract from a full run's wall and CPU time.
+    """
     project = scratch / f"project-{config.key}"
     if project.exists():
         shutil.rmtree(project)
@@ -99,7 +116,9 @@ def run_config(config: Config, base: Path, tests: int, scratch: Path) -> Run:
     for plugin in config.plugins:
         cmd += ["-p", plugin]
     cmd += [*config.args, f"--basetemp={basetemp}"]
-    code, output, wall, rss = run_process(cmd, project, env)
+    if collect_only:
+        cmd.append("--collect-only")
+    code, output, wall, rss, cpu = run_process_cpu(cmd, project, env)
     try:
         data = json.loads(out.read_text())
     except (OSError, ValueError):
@@ -115,6 +134,10 @@ def run_config(config: Config, base: Path, tests: int, scratch: Path) -> Run:
         per_test.append(sum(entry["phases"].values()))
     if code not in (0, 5) and outcome == "passed":
         outcome, detail = "error", output[-2000:]
+    if collect_only:
+        if code not in (0, 5):
+            outcome, detail = "error", output[-2000:]
+        return Run(config.key, tests, [], wall, rss, outcome, detail, leftovers, cpu)
     if tests and not per_test and outcome == "passed":
         outcome, detail = "error", output[-2000:]
-    return Run(config.key, tests, per_test, wall, rss, outcome, detail, leftovers)
+    return Run(config.key, tests, per_test, wall, rss, outcome, detail, leftovers, cpu)

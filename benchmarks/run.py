@@ -3,11 +3,15 @@
     python benchmarks/run.py            # 1 MB and 100 MB bases, about 10 minutes
     python benchmarks/run.py --quick    # one short round, a couple of minutes
     python benchmarks/run.py --huge     # adds the 100,000-file / 1 GB base
+    python benchmarks/run.py --update   # write benchmarks/results/ (committed)
 
 Each configuration is a real pytest run of N tests in a subprocess (see configs.py); the
 per-test cost is setup + call + teardown from pytest's own reports. Configurations run
 interleaved in several rounds, so load from elsewhere on the machine hits them alike.
-Results go to benchmarks/results/ (tables, plot) and benchmarks/results/raw/ (JSON).
+Results (tables, plot, and the raw JSON under raw/) go to a new scratch directory, or with
+--update to benchmarks/results/, the committed ones. Besides pytest's own per-test
+durations, each configuration is also run with --collect-only, and the difference per
+test, CPU and wall, is the whole process's per-test cost.
 """
 
 from __future__ import annotations
@@ -131,6 +135,8 @@ def working_backends(base: Path, scratch: Path, notes: list[str]) -> list[config
 
 
 def _pick_tests(seconds: float, args: argparse.Namespace) -> int:
+    if args.tests:
+        return int(args.tests)
     fits = int(args.budget / max(seconds, 1e-6))
     return max(int(args.min_tests), min(int(args.max_tests), fits))
 
@@ -158,12 +164,23 @@ def measure_base(
         idle[config.key] = run_config(config, base, 0, scratch).wall
         early[config.key] = [calib] if slow[config.key] else []
     runs: dict[str, list[Run]] = {key: list(early[key]) for key in plan}
+    # Whole process, per test: (full run - the same tests only collected) / N, CPU and
+    # wall. pytest's reports leave out its own per-test work (logging, hooks, reporting).
+    whole: dict[str, list[tuple[float, float]]] = {key: [] for key in plan}
     for round_no in range(args.rounds):
         for config in chosen:
             if config.key not in plan or slow[config.key]:
                 continue
             run = run_config(config, base, plan[config.key], scratch)
             runs[config.key].append(run)
+            collected = run_config(config, base, plan[config.key], scratch, collect_only=True)
+            if run.ok and collected.ok and run.tests:
+                whole[config.key].append(
+                    (
+                        (run.cpu - collected.cpu) / run.tests,
+                        (run.wall - collected.wall) / run.tests,
+                    )
+                )
             state = f"median {report.fmt_time(run.median)}" if run.ok else run.outcome
             print(
                 f"  [{spec.key} round {round_no + 1}/{args.rounds}] {config.key}: "
@@ -189,6 +206,11 @@ def measure_base(
             "max_rss": max(r.max_rss for r in good),
             "leftover_workspaces": sum(r.leftovers for r in good),
         }
+        if whole[key]:
+            cells[key]["process_cpu_rounds"] = [c for c, _ in whole[key]]
+            cells[key]["process_wall_rounds"] = [w for _, w in whole[key]]
+            cells[key]["process_cpu"] = statistics.median(c for c, _ in whole[key])
+            cells[key]["process_wall"] = statistics.median(w for _, w in whole[key])
     return cells
 
 
@@ -293,6 +315,23 @@ def changes_cost(
     return {"blocks": blocks, "note": note}
 
 
+def depth_cost(args: argparse.Namespace) -> dict[str, Any]:
+    """Many base layers, and deep snapshot chains (depth_cost.py, in a subprocess)."""
+    out = args.scratch / "depth.json"
+    cmd = [
+        sys.executable,
+        str(HERE / "depth_cost.py"),
+        f"--workspace={args.scratch / 'depth-ws'}",
+        f"--out={out}",
+        f"--cycles={21 if args.quick else 61}",
+    ]
+    code, output, _, _ = run_process(cmd, HERE, child_env())
+    if code != 0:
+        return {"error": output[-1000:]}
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
 def _cell(cells: dict[str, Any], key: str) -> dict[str, Any] | None:
     cell = cells.get(key)
     return cell if cell and cell.get("ok") else None
@@ -338,6 +377,37 @@ def evaluate_targets(data: dict[str, Any]) -> list[dict[str, str]]:
         "kernel backend within 2x of a bare ctypes mount+umount (same run)",
         ", ".join(f"{key}: {ratio(v)}" for key, v in pairs),
         all(v <= 2 for _, v in pairs) if pairs else None,
+    )
+
+    def cpu(cells: dict[str, Any], key: str) -> float | None:
+        cell = _cell(cells, key)
+        return cell.get("process_cpu") if cell else None
+
+    for overlay_key, bare_key, where in (
+        (reference, "bare-ctypes", "tmpfs"),
+        ("overlay-kernel-disk", "bare-ctypes-disk", "disk"),
+    ):
+        over: list[tuple[str, float]] = []
+        for key, cells in by_base.items():
+            o, b, e = cpu(cells, overlay_key), cpu(cells, bare_key), cpu(cells, "empty")
+            if o is not None and b is not None and e is not None and b > e:
+                over.append((key, (o - e) / (b - e)))
+        add(
+            f"{overlay_key.removeprefix('overlay-')} over an empty test <= 1.15x a bare mount "
+            f"fixture's, workspaces on {where} (CPU, whole process)",
+            ", ".join(f"{key}: {ratio(v)}" for key, v in over),
+            all(v <= 1.15 for _, v in over) if over else None,
+        )
+    extra = []
+    for key, cells in by_base.items():
+        p, e = cpu(cells, "empty-plugin"), cpu(cells, "empty")
+        if p is not None and e is not None:
+            extra.append((key, p - e))
+    add(
+        "a test that does not use the plugin pays nothing measurable (CPU, whole process; "
+        "differences of a few us are noise)",
+        ", ".join(f"{key}: {(v * 1e6):+.0f} us" for key, v in extra),
+        all(v < 20e-6 for _, v in extra) if extra else None,
     )
 
     def versus(other: str, base_key: str) -> float | None:
@@ -413,6 +483,34 @@ def evaluate_targets(data: dict[str, Any]) -> list[dict[str, str]]:
                 ", ".join(f"{b}: {ratio(v)}" for b, v in ratios.items()),
                 all(v >= factor for v in ratios.values()) if ratios else None,
             )
+    depth = data.get("depth") or {}
+    layers = depth.get("many_layers")
+    if layers:
+        r_cpu = layers["stack"]["cpu"] / layers["raw"]["cpu"]
+        r_wall = layers["stack"]["wall"] / layers["raw"]["wall"]
+        add(
+            f"a stack of {layers['layers']} layers within 2x of a raw mount of the same layers "
+            "(mount + close)",
+            f"CPU {fmt(layers['stack']['cpu'])} vs {fmt(layers['raw']['cpu'])} "
+            f"({ratio(r_cpu)}), wall {fmt(layers['stack']['wall'])} vs "
+            f"{fmt(layers['raw']['wall'])} ({ratio(r_wall)})",
+            r_cpu <= 2 and r_wall <= 2,
+        )
+    snaps = depth.get("snapshots")
+    if snaps:
+        for op in ("snapshot", "restore"):
+            shallow, deep = snaps[f"{op}_shallow"], snaps[f"{op}_deep"]
+            r_cpu = deep["cpu"] / shallow["cpu"]
+            r_wall = deep["wall"] / shallow["wall"]
+            add(
+                f"{op}() at depth {snaps['depth']} within 1.5x of depth 15",
+                f"CPU {fmt(deep['cpu'])} vs {fmt(shallow['cpu'])} ({ratio(r_cpu)}), wall "
+                f"{fmt(deep['wall'])} vs {fmt(shallow['wall'])} ({ratio(r_wall)}); the "
+                f"mount stands on {snaps['layers_at']['deep']} layers at depth "
+                f"{snaps['depth']}",
+                r_cpu <= 1.5,
+            )
+
     copy = versus("overlay-copy", "large")
     copytree = versus("copytree", "large")
     if copy is not None and copytree is not None:
@@ -485,9 +583,25 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one short round")
     parser.add_argument("--huge", action="store_true", help="add the 100,000-file / 1 GB base")
     parser.add_argument("--scratch", type=Path, help="where bases and workspaces go")
-    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help="where tables and plot go (default: a new scratch directory; see --update)",
+    )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="write the results into benchmarks/results/, the committed ones",
+    )
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 1)")
     parser.add_argument("--only", help="comma-separated configuration keys to run")
+    parser.add_argument(
+        "--tests",
+        type=int,
+        help="run this many tests per configuration (except copies of the base) instead "
+        "of what fits the time budget: on a loaded machine the budget allows too few for "
+        "the whole-process figures",
+    )
     parser.add_argument("--keep-bases", action="store_true", help="keep generated bases")
     parser.add_argument(
         "--no-proposals", action="store_true", help="skip changes under evaluation"
@@ -508,11 +622,21 @@ def main() -> None:
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.budget = 2.0 if args.quick else 6.0
     args.min_tests = 2
-    args.max_tests = 100 if args.quick else 400
+    # Enough tests that (run - collect-only) / N is not swamped by start-up noise.
+    args.max_tests = 300 if args.quick else 1000
     args.import_repeat = 7 if args.quick else 21
     created_scratch = args.scratch is None
     args.scratch = (args.scratch or Path(tempfile.mkdtemp(prefix="overlay-bench-"))).resolve()
     args.scratch.mkdir(parents=True, exist_ok=True)
+    if args.results is None:
+        # Never over the committed results by accident: a run on another machine, or a
+        # quick one, would replace the published numbers.
+        args.results = (
+            HERE / "results"
+            if args.update
+            else Path(tempfile.mkdtemp(prefix="overlay-bench-results-"))
+        )
+    print(f"results: {args.results}", flush=True)
     sys.path.insert(0, str(repo_root()))
 
     if args.merge:
@@ -548,6 +672,7 @@ def main() -> None:
         configs.OVERLAY_DATADIR,
         configs.BARE,
         configs.EMPTY,
+        configs.EMPTY_WITH_PLUGIN,
         configs.REFERENCE,
         *configs.COMPETITORS,
     ]
@@ -555,7 +680,7 @@ def main() -> None:
         chosen.remove(configs.BARE)
         notes.append("bare ctypes baseline not measured: it needs root")
     elif any(c.key == report.KERNEL for c in chosen):
-        chosen.append(configs.KERNEL_ON_DISK)
+        chosen += [configs.KERNEL_ON_DISK, configs.BARE_DISK]
         if not args.no_proposals:
             chosen += configs.PROPOSALS
     if args.only:
@@ -572,6 +697,8 @@ def main() -> None:
     data["import"] = import_cost(args)
     print("changes() cost ...", flush=True)
     data["changes"] = changes_cost(paths, args)
+    print("many layers, deep snapshot chains ...", flush=True)
+    data["depth"] = depth_cost(args)
 
     for spec, path in paths:
         if bases.fingerprint(path) != prints[spec.key]:

@@ -12,11 +12,12 @@ import errno
 import os
 import stat
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, final
 
 from pytest_overlay._errors import OverlayError
+from pytest_overlay._layers.squash import squash_layers
 from pytest_overlay._linux.workspace import Workspace, copy_owner, remove_workspace
 
 # Overlayfs's own xattrs (origin, impure, uuid, opaque...) describe a layer, not the tree.
@@ -34,8 +35,14 @@ class WorkspaceKeeper:
         self.root = root
         self._finalizer = weakref.finalize(self, _remove_root, root)
 
-    def remove_now(self) -> None:
-        self._finalizer()
+    def remove_unmounted(self) -> None:
+        """Delete the workspace now, its union known to be unmounted (or detached).
+
+        Skips the mount check the finalizer needs at interpreter exit: one ``ismount``
+        (two stats) per test, for an answer the caller already has.
+        """
+        if self._finalizer.detach() is not None:
+            remove_workspace(self.root)
 
 
 def _remove_root(root: Path) -> None:
@@ -49,9 +56,11 @@ def _remove_root(root: Path) -> None:
 class FrozenLayer:
     """A former upper layer, now read-only, deleted when its last reference goes."""
 
-    def __init__(self, path: Path, keeper: WorkspaceKeeper) -> None:
+    def __init__(self, path: Path, keeper: WorkspaceKeeper, level: int = 0) -> None:
         self.path = path
         self._keeper = keeper
+        #: 0 for a former upper layer; n + 1 for a squash of layers of level n.
+        self.level = level
         weakref.finalize(self, remove_workspace, path)
 
     def __repr__(self) -> str:
@@ -142,3 +151,62 @@ def freeze_upper(space: Workspace, keeper: WorkspaceKeeper, number: int) -> Froz
             raise
         raise OverlayError(f"cannot freeze {space.upper}: {target} already exists") from None
     return FrozenLayer(target, keeper)
+
+
+#: How many frozen layers of one level are squashed into one layer of the next level.
+#: A chain of n snapshots then stands on at most SQUASH_FAN - 1 layers per level, about
+#: SQUASH_FAN * log(n) / log(SQUASH_FAN) in all, and each snapshot's files are copied
+#: once per level, log(n) / log(SQUASH_FAN) times: the cost of squashing follows what
+#: the squashed layers hold, never the base.
+SQUASH_FAN: Final = 8
+#: Restoring older snapshots and going on from there can interleave levels so that no
+#: SQUASH_FAN neighbours share one; past this many frozen layers the top-most
+#: SQUASH_FAN are squashed whatever their levels.
+SQUASH_CAP: Final = 4 * SQUASH_FAN
+
+
+def _level(layer: Layer) -> int:
+    return layer.level if isinstance(layer, FrozenLayer) else -1
+
+
+def _equal_run(frozen: Sequence[Layer]) -> int | None:
+    """Where the top-most SQUASH_FAN neighbours of one level start in *frozen*, if any."""
+    for start in range(len(frozen) - SQUASH_FAN + 1):
+        if len({_level(layer) for layer in frozen[start : start + SQUASH_FAN]}) == 1:
+            return start
+    return None
+
+
+def squash_top(
+    chain: tuple[Layer, ...],
+    own: int,
+    keeper: WorkspaceKeeper,
+    numbers: Callable[[], int],
+    opaque_xattr: str,
+) -> tuple[Layer, ...]:
+    """*chain* with runs of SQUASH_FAN frozen layers of one level squashed into one.
+
+    *own* is how many layers at the top of *chain* this stack froze (the rest is its
+    base, never touched); *numbers* gives the number of the next frozen layer in the
+    workspace. A layer that cannot be read whole (a test may leave a directory mode
+    000) leaves the chain as it is: it stays right, only deeper.
+    """
+    while own >= SQUASH_FAN:
+        start = _equal_run(chain[:own])
+        if start is None:
+            if own <= SQUASH_CAP:
+                break
+            start = 0
+        group = chain[start : start + SQUASH_FAN]
+        level = max(_level(layer) for layer in group) + 1
+        target = keeper.root / f"layer-{numbers()}"
+        try:
+            squash_layers(
+                [os.fspath(layer_path(x)) for x in group], os.fspath(target), opaque_xattr
+            )
+        except OSError:
+            remove_workspace(target)
+            break
+        chain = (*chain[:start], FrozenLayer(target, keeper, level), *chain[start + SQUASH_FAN :])
+        own -= SQUASH_FAN - 1
+    return chain

@@ -278,7 +278,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # is still single-threaded, before any test runs.
     used = (getattr(item, "fixturenames", ()) for item in session.items)
     if any(name in names for names in used for name in _MOUNTING):
+        _need_per_test_hooks(session.config)
         _session.activate(session.config)
+    elif _fixture_hints.awaited():
+        _need_per_test_hooks(session.config)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -301,6 +304,8 @@ def overlay_stack_factory(
     mounted at the end of the session are closed then. Skips the requesting test when no
     backend works here.
     """
+    # A test that asked for a stack by request.getfixturevalue: nothing saw it coming.
+    _need_per_test_hooks(pytestconfig)
     try:
         # Set up inside pyfakefs's fake, the session's workspace would be a fake path.
         _fakefs.check_real_filesystem()
@@ -432,58 +437,76 @@ def overlay_at(
                 stack.close()
 
 
-# Outside Hypothesis's own wrapper, whose health check runs before the test does.
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    with _per_example.each_example_from_the_base(item):
-        return (yield)
+class _PerTestHooks:
+    """The hooks that run for every test, registered only once some test needs them.
 
+    Registered when a collected test uses the plugin's fixtures (or an
+    ``overlay_fixture`` name awaits its hint), or when a test first asks for one by
+    ``request.getfixturevalue``: a test that never touches the plugin pays none of them.
+    """
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report: pytest.TestReport = yield
-    if report.when == "setup":
-        _cache_settings.attach(report, item.config)
-    if report.failed and report.when == "setup":
-        _fixture_hints.add_hint(report, call)
-    if report.failed and report.when in ("setup", "call"):
-        item.stash[_FAILED] = True
-        stack = item.stash.get(_STACK, None)
-        faker = _fakefs.fake_filesystem()
-        if stack is not None and stack.mounted and faker is not None:
-            # pyfakefs's fs fixture, set up after the stack, is torn down after this
-            # report: the upper layer can be read (and is kept) only at teardown.
-            report.sections.append(
-                ("overlay changes", f"not listed: {faker}'s fake filesystem hides the upper layer")
-            )
-        elif stack is not None and stack.mounted:
-            # The stack is still mounted here: teardown comes after this report.
-            keeper = item.config.stash.get(_KEEPER, None)
-            kept_at = None
-            if keeper is not None and keeper.wants(True):
-                kept_at = item.stash[_KEEP_AT] = keeper.destination(item.name)
-            error = call.excinfo.value if call.excinfo is not None else None
-            note = (
-                _retention.eoverflow_note(
-                    stack.backend,
-                    error,
-                    "\n".join((report.longreprtext, report.capstdout, report.capstderr)),
+    # Outside Hypothesis's own wrapper, whose health check runs before the test does.
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        with _per_example.each_example_from_the_base(item):
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report: pytest.TestReport = yield
+        if report.when == "setup":
+            _cache_settings.attach(report, item.config)
+        if report.failed and report.when == "setup":
+            _fixture_hints.add_hint(report, call)
+        if report.failed and report.when in ("setup", "call"):
+            item.stash[_FAILED] = True
+            stack = item.stash.get(_STACK, None)
+            faker = _fakefs.fake_filesystem()
+            if stack is not None and stack.mounted and faker is not None:
+                # pyfakefs's fs fixture, set up after the stack, is torn down after this
+                # report: the upper layer can be read (and is kept) only at teardown.
+                report.sections.append(
+                    (
+                        "overlay changes",
+                        f"not listed: {faker}'s fake filesystem hides the upper layer",
+                    )
                 )
-                if stack.backend == "userns"  # only then is the report's text worth reading
-                else ""
-            )
-            text = _retention.section_of(stack, kept_at, note)
-            report.sections.append(("overlay changes", text))
-        at_stacks: list[OverlayStack] = item.stash.get(_AT_STACKS, [])
-        for index, at in enumerate(at_stacks):
-            if at.mounted:
+            elif stack is not None and stack.mounted:
+                # The stack is still mounted here: teardown comes after this report.
                 keeper = item.config.stash.get(_KEEPER, None)
-                at_kept = None
+                kept_at = None
                 if keeper is not None and keeper.wants(True):
-                    at_kept = keeper.destination(f"at-{item.name}-{index}")
-                    item.stash.setdefault(_AT_KEEP_AT, {})[index] = at_kept
-                text = _retention.section_of(at, at_kept)
-                report.sections.append((f"overlay changes at {at.merged}", text))
-    return report
+                    kept_at = item.stash[_KEEP_AT] = keeper.destination(item.name)
+                error = call.excinfo.value if call.excinfo is not None else None
+                note = (
+                    _retention.eoverflow_note(
+                        stack.backend,
+                        error,
+                        "\n".join((report.longreprtext, report.capstdout, report.capstderr)),
+                    )
+                    if stack.backend == "userns"  # only then is the report's text worth reading
+                    else ""
+                )
+                text = _retention.section_of(stack, kept_at, note)
+                report.sections.append(("overlay changes", text))
+            at_stacks: list[OverlayStack] = item.stash.get(_AT_STACKS, [])
+            for index, at in enumerate(at_stacks):
+                if at.mounted:
+                    keeper = item.config.stash.get(_KEEPER, None)
+                    at_kept = None
+                    if keeper is not None and keeper.wants(True):
+                        at_kept = keeper.destination(f"at-{item.name}-{index}")
+                        item.stash.setdefault(_AT_KEEP_AT, {})[index] = at_kept
+                    text = _retention.section_of(at, at_kept)
+                    report.sections.append((f"overlay changes at {at.merged}", text))
+        return report
+
+
+_PER_TEST_HOOKS = "overlay-per-test-hooks"
+
+
+def _need_per_test_hooks(config: pytest.Config) -> None:
+    if not config.pluginmanager.has_plugin(_PER_TEST_HOOKS):
+        config.pluginmanager.register(_PerTestHooks(), _PER_TEST_HOOKS)

@@ -26,6 +26,7 @@ from pytest_overlay._chain import (
     is_empty_upper,
     layer_path,
     root_attributes,
+    squash_top,
 )
 from pytest_overlay._errors import OverlayError, layer_list
 from pytest_overlay._layers import statediff as _statediff
@@ -45,7 +46,37 @@ LayerLike = str | os.PathLike[str]
 BaseLike = LayerLike | Snapshot
 
 
+#: Bounds the caches below: a session mounts a handful of bases, a long run maybe more.
+_CACHE_LIMIT = 4096
+
+# Layer as given (an absolute path) -> (the checked directory, its (st_dev, st_ino)).
+# Checking a layer resolves every component, then stats and statfs's the directory: per
+# mount, per layer, for the same few bases all session. While the path still leads to
+# the same directory (one stat says so), the answer is the same.
+_checked_lowers: dict[str, tuple[Path, tuple[int, int]]] = {}
+
+
 def _check_lower(raw: LayerLike) -> Path:
+    key = os.fspath(raw)
+    cached = _checked_lowers.get(key)
+    if cached is not None:
+        try:
+            st = os.stat(key)
+        except OSError:
+            pass  # gone since: the full check below says how
+        else:
+            if (st.st_dev, st.st_ino) == cached[1]:
+                return cached[0]
+    resolved = _check_lower_uncached(raw)
+    if os.path.isabs(key):  # a relative path depends on the working directory
+        if len(_checked_lowers) >= _CACHE_LIMIT:
+            _checked_lowers.clear()
+        st = os.stat(resolved)
+        _checked_lowers[key] = (resolved, (st.st_dev, st.st_ino))
+    return resolved
+
+
+def _check_lower_uncached(raw: LayerLike) -> Path:
     path = Path(raw)
     try:
         resolved = path.resolve(strict=True)
@@ -85,6 +116,12 @@ def _count_layers(lowers: Sequence[BaseLike]) -> int:
     return sum(len(chain_of(item)) if isinstance(item, Snapshot) else 1 for item in lowers)
 
 
+#: The opaque marker each backend's mount reads, for the backends whose deep snapshot
+#: chains are squashed. fuse-overlayfs also drops marker files into opaque directories,
+#: and the copy backend, and backends from other plugins, keep their chains as they are.
+_SQUASH_OPAQUE_XATTR = {"kernel": "trusted.overlay.opaque", "userns": "user.overlay.opaque"}
+
+
 def _check_count(count: int) -> None:
     # The kernel's limit, applied to every backend (fuse-overlayfs and the copy would take
     # more), so that a suite does not depend on the machine that runs it.
@@ -107,11 +144,46 @@ def _expand(lowers: Sequence[BaseLike]) -> tuple[Layer, ...]:
     return tuple(chain)
 
 
+# (layers, workspace as resolved) that passed _check_layout: the check depends on nothing
+# else, and a stack of 100 layers is checked again on every mount otherwise.
+_layouts_ok: set[tuple[tuple[Path, ...], Path, bool]] = set()
+# Workspace as given -> (its real path, (st_dev, st_ino)), confirmed by one stat.
+_workspaces: dict[str, tuple[Path, tuple[int, int]]] = {}
+
+
+def _resolved_workspace(workspace: Path | None) -> Path:
+    key = tempfile.gettempdir() if workspace is None else os.fspath(workspace)
+    try:
+        st = os.stat(key)
+    except OSError:
+        return Path(key).resolve()  # not made yet: resolve what exists of it
+    cached = _workspaces.get(key)
+    if cached is not None and cached[1] == (st.st_dev, st.st_ino):
+        return cached[0]
+    resolved = Path(key).resolve()
+    if len(_workspaces) >= _CACHE_LIMIT:
+        _workspaces.clear()
+    _workspaces[key] = (resolved, (st.st_dev, st.st_ino))
+    return resolved
+
+
 def _check_layout(lowers: Sequence[Path], workspace: Path | None) -> None:
     """Refuse a layer given twice, nested layers, and a workspace inside a layer.
 
-    O(n log n) in the number of layers: a stack may have 500.
+    O(n log n) in the number of layers: a stack may have 500. Once per session for
+    each base and workspace (the layers are resolved paths already).
     """
+    resolved = _resolved_workspace(workspace)
+    key = (tuple(lowers), resolved, workspace is None)
+    if key in _layouts_ok:
+        return
+    _check_layout_uncached(lowers, workspace, resolved)
+    if len(_layouts_ok) >= _CACHE_LIMIT:
+        _layouts_ok.clear()
+    _layouts_ok.add(key)
+
+
+def _check_layout_uncached(lowers: Sequence[Path], workspace: Path | None, resolved: Path) -> None:
     seen: dict[Path, int] = {}
     for index, lower in enumerate(lowers):
         if lower in seen:
@@ -131,7 +203,6 @@ def _check_layout(lowers: Sequence[Path], workspace: Path | None) -> None:
             )
     # The default workspace is checked as well as an explicit one: TMPDIR inside the
     # base would put the upper layer there (and the copy backend would copy its own copy).
-    resolved = Path(tempfile.gettempdir() if workspace is None else workspace).resolve()
     for directory in (resolved, *resolved.parents):
         if directory not in seen:
             continue
@@ -411,7 +482,8 @@ class OverlayStack:
         if keeper is None:  # pragma: no cover - mounted stacks always have one
             remove_workspace(space.root)
         elif self._frozen == 0:
-            keeper.remove_now()
+            # Every caller has unmounted (or detached) the union, or never mounted it.
+            keeper.remove_unmounted()
         else:
             # Frozen layers live on while a Snapshot (or a stack mounted on one) refers
             # to them; the keeper deletes the rest of the workspace after the last.
@@ -487,10 +559,26 @@ class OverlayStack:
             self._frozen += 1
             own = freeze_upper(space, self._keeper, self._frozen)
             chain = (own, *chain)
-        self._remount(space, chain)
+        snapshot = make_snapshot(chain, own, name or f"snapshot-{self._taken + 1}", self)
+        # The snapshot keeps the chain as it is (its own layer on top, for changes()); the
+        # stack goes on over the same state on fewer layers once enough have piled up.
+        self._remount(space, self._squashed(chain))
         self._step_in(inside)
         self._taken += 1
-        return make_snapshot(chain, own, name or f"snapshot-{self._taken}", self)
+        return snapshot
+
+    def _squashed(self, chain: tuple[Layer, ...]) -> tuple[Layer, ...]:
+        assert self._backend is not None
+        assert self._keeper is not None
+        opaque = _SQUASH_OPAQUE_XATTR.get(self._backend.name)
+        if opaque is None:
+            return chain
+
+        def number() -> int:
+            self._frozen += 1
+            return self._frozen
+
+        return squash_top(chain, len(chain) - len(self._base), self._keeper, number, opaque)
 
     def restore(self, snapshot: Snapshot) -> None:
         """Roll the merged view back to *snapshot*, discarding everything written since.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import re
 import shutil
@@ -38,7 +39,7 @@ def create_workspace(parent: Path | None, base_root: Path, prefix: str = "stack"
     if parent is None:
         root = os.path.realpath(tempfile.mkdtemp(prefix="pytest-overlay-"))
     else:
-        root = tempfile.mkdtemp(prefix=f"{prefix}-", dir=_resolved_parent(parent))
+        root = _numbered_dir(_resolved_parent(parent), prefix)
     upper, work, merged = root + "/upper", root + "/work", root + "/merged"
     os.mkdir(upper)
     os.mkdir(work)
@@ -47,6 +48,22 @@ def create_workspace(parent: Path | None, base_root: Path, prefix: str = "stack"
     copy_owner(upper, st)
     os.chmod(upper, stat.S_IMODE(st.st_mode))
     return Workspace(Path(root), Path(upper), Path(work), Path(merged))
+
+
+# Numbers for workspace names, in this process. tempfile.mkdtemp draws 8 random letters
+# through its own generator per call, which costs more than the mkdir itself here.
+_numbers = itertools.count()
+
+
+def _numbered_dir(parent: str, prefix: str) -> str:
+    """A new directory ``<prefix>-<pid>-<n>`` under *parent*, mode 0700 like mkdtemp's."""
+    while True:
+        path = f"{parent}/{prefix}-{os.getpid()}-{next(_numbers)}"
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:  # left by an earlier process that had this pid
+            continue
+        return path
 
 
 # chown refuses with EPERM when this process may not give the file away, and with EINVAL

@@ -103,12 +103,24 @@ def base_layers(item: pytest.Item) -> tuple[Path | Snapshot, ...]:
     )
 
 
+#: ``overlay_base`` as read by :func:`ini_base`: the ini file does not change in a session.
+_INI_BASE = pytest.StashKey[tuple[Path, ...]]()
+
+
 def ini_base(config: pytest.Config) -> tuple[Path, ...]:
     """The ``overlay_base`` ini key: one path per line, relative to the configuration file.
 
     A whole line is one path, spaces included. Quotes around a line are dropped: they were
-    the way to write a space when lines were split on whitespace.
+    the way to write a space when lines were split on whitespace. Read once per session:
+    every test without a marker asks.
     """
+    cached = config.stash.get(_INI_BASE, None)
+    if cached is None:
+        cached = config.stash[_INI_BASE] = _read_ini_base(config)
+    return cached
+
+
+def _read_ini_base(config: pytest.Config) -> tuple[Path, ...]:
     lines: list[str] = config.getini("overlay_base")
     here = config.inipath.parent if config.inipath is not None else config.invocation_params.dir
     paths = []

@@ -32,6 +32,8 @@ class OverlayStackFactory:
         self._resolved_root = root.resolve()
         self._backend = backend
         self._open: list[OverlayStack] = []
+        # Base directories already found outside the root: the same few, every test.
+        self._outside: set[Path] = set()
 
     @property
     def root(self) -> Path:
@@ -66,13 +68,16 @@ class OverlayStackFactory:
         # The stack has resolved its base directories; frozen layers of snapshots are
         # meant to live under the root, plain directories are not.
         for layer in stack._base:
-            if isinstance(layer, Path) and layer.is_relative_to(self._resolved_root):
+            if not isinstance(layer, Path) or layer in self._outside:
+                continue
+            if layer.is_relative_to(self._resolved_root):
                 raise OverlayError(
                     f"the base {layer} lies inside pytest-overlay's workspace directory "
                     f"{self._resolved_root}, whose contents are deleted at teardown: keep "
                     "base directories outside it (to stack on another stack's state, take a "
                     "snapshot)"
                 )
+            self._outside.add(layer)
         stack.mount()
         self._open = [s for s in self._open if s.mounted]
         self._open.append(stack)

@@ -22,6 +22,11 @@ def remember(name: str, caller: str, directory: Path) -> None:
     _DIRECTORY_NAMES.setdefault(name, []).append((caller, directory))
 
 
+def awaited() -> bool:
+    """Whether some ``overlay_fixture`` call took a directory's name for a fixture's."""
+    return bool(_DIRECTORY_NAMES)
+
+
 def add_hint(report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
     """Add the hint to a setup report that failed because such a fixture is missing."""
     if call.excinfo is None or not isinstance(call.excinfo.value, pytest.FixtureLookupError):

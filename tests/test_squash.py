@@ -1,0 +1,184 @@
+"""Deep snapshot chains are squashed: the same view, changes and diffs on fewer layers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from pytest_overlay import OverlayStack, Snapshot
+from pytest_overlay import stack as stack_module
+from pytest_overlay._chain import SQUASH_CAP, SQUASH_FAN
+from pytest_overlay._linux.mount import MAX_LOWER_LAYERS
+from tests.helpers import make_tree, tree_digest, usable_backend
+
+BACKENDS = ["kernel", "userns"]
+
+
+def _view(root: Path) -> dict[str, tuple[object, ...]]:
+    """tree_digest plus what it leaves out: file link counts and user xattrs.
+
+    Not directory link counts: overlayfs shows 1 for a directory merged from several
+    layers, and the real count for one that lives in a single layer, as squashing makes
+    it (see docs/snapshots.rst).
+    """
+    digest = tree_digest(root)
+    for rel in list(digest):
+        path = root / rel
+        st = os.lstat(path)
+        links = 0 if stat.S_ISDIR(st.st_mode) else st.st_nlink
+        xattrs = sorted(os.listxattr(path, follow_symlinks=False))
+        digest[rel] = (*digest[rel], links, tuple(xattrs))
+    return digest
+
+
+def _step(merged: Path, n: int) -> None:
+    """Change number *n* of a script that touches every kind of entry overlayfs layers hold."""
+    kind = n % 8
+    if kind == 0:
+        (merged / f"new{n}").write_text(f"new {n}")
+        (merged / f"plain{n}").write_text(f"plain {n}")
+    elif kind == 1:
+        with open(merged / "base.txt", "a") as f:
+            f.write(f"line {n}\n")
+    elif kind == 2:
+        # A base directory emptied and made again: opaque in the upper layer.
+        shutil.rmtree(merged / "tree")
+        make_tree(merged / "tree", {f"only{n}": str(n)})
+    elif kind == 3:
+        # A file deleted (whiteout) and, some steps later, a directory of that name.
+        target = merged / "swap"
+        if target.is_dir():
+            shutil.rmtree(target)
+            target.write_text(f"file again {n}")
+        else:
+            target.unlink(missing_ok=True)
+            make_tree(target, {"inside": str(n)})
+    elif kind == 4:
+        os.chmod(merged / "base.txt", 0o600 if n % 16 == 4 else 0o644)
+        os.setxattr(merged / "base.txt", "user.step", str(n).encode())
+    elif kind == 5:
+        link = merged / f"link{n}"
+        os.link(merged / f"new{n - 5}", link)
+    elif kind == 6:
+        (merged / "tree" / f"deep{n}").mkdir()
+        (merged / "tree" / f"deep{n}" / "f").write_text(str(n))
+        os.symlink(f"deep{n}/f", merged / "tree" / f"sym{n}")
+    else:
+        # Not one of two hard links: the other would keep the count of 2 its layer gives
+        # it, and a squash copies only what is still visible (see docs/snapshots.rst).
+        for old in sorted(merged.glob("plain*"))[:1]:
+            old.unlink()
+
+
+class _Outcome:
+    def __init__(self) -> None:
+        self.depth = 0
+        self.changed_views: list[int] = []
+        self.reports: list[object] = []
+
+
+def _run(base: Path, workspace: Path, backend: str, steps: int) -> _Outcome:
+    """Run the script, a snapshot after each step; what the stack shows along the way."""
+    out = _Outcome()
+    with OverlayStack([base], workspace=workspace, backend=usable_backend(backend)) as stack:
+        snapshots = []
+        for n in range(steps):
+            _step(stack.merged, n)
+            before = _view(stack.merged)
+            snapshots.append(stack.snapshot())
+            # Mounted again, maybe on a squashed chain: nothing may look different,
+            # down to mtimes, modes, link counts and xattrs.
+            if _view(stack.merged) != before:
+                out.changed_views.append(n)
+        _step(stack.merged, steps)
+        out.depth = len(stack.lowers)
+        out.reports.append([(c.path, c.kind) for c in stack.changes()])
+        out.reports.append([(c.path, c.kind) for c in stack.diff()])
+        for snapshot in (snapshots[-1], snapshots[steps // 2]):
+            out.reports.append([(c.path, c.kind) for c in snapshot.changes()])
+            out.reports.append([(c.path, c.kind) for c in snapshot.diff()])
+        # Every snapshot still restores to what it was: the same names and contents.
+        stack.restore(snapshots[steps // 2])
+        out.reports.append(
+            sorted(os.path.relpath(p, stack.merged) for p in stack.merged.rglob("*"))
+        )
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_squashed_chain_shows_what_the_deep_chain_shows(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = make_tree(
+        tmp_path / "base",
+        {"base.txt": "base\n", "swap": "file", "tree": {"a": "a", "sub": {"b": "b"}}},
+    )
+    steps = 3 * SQUASH_FAN * SQUASH_FAN // 2 + 3  # two levels of squashes, and some left
+    squashed = _run(base, tmp_path / "ws1", backend, steps)
+    monkeypatch.setattr(stack_module, "_SQUASH_OPAQUE_XATTR", {})
+    deep = _run(base, tmp_path / "ws2", backend, steps)
+    assert deep.depth == steps + 1  # the reference stands on one layer per snapshot
+    assert squashed.depth < 3 * SQUASH_FAN
+    assert squashed.changed_views == []
+    assert squashed.reports == deep.reports
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_snapshots_alone_never_reach_the_layer_limit(tmp_path: Path, backend: str) -> None:
+    base = make_tree(tmp_path / "base", {"f": "base"})
+    with OverlayStack([base], workspace=tmp_path / "ws", backend=usable_backend(backend)) as stack:
+        for n in range(MAX_LOWER_LAYERS + 20):
+            (stack.merged / "f").write_text(str(n))
+            stack.snapshot()
+        assert len(stack.lowers) < 4 * SQUASH_FAN
+        assert (stack.merged / "f").read_text() == str(MAX_LOWER_LAYERS + 19)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_restoring_older_snapshots_and_going_on_stays_shallow(
+    tmp_path: Path, backend: str
+) -> None:
+    base = make_tree(tmp_path / "base", {"f": "base"})
+    snapshots: list[tuple[Snapshot, set[str]]] = []
+    names: set[str] = {"f"}
+    with OverlayStack([base], workspace=tmp_path / "ws", backend=usable_backend(backend)) as stack:
+        for n in range(300):
+            (stack.merged / f"n{n}").write_text(str(n))
+            names.add(f"n{n}")
+            snapshots.append((stack.snapshot(), set(names)))
+            if n % 3 == 2:
+                # Back to a state halfway, and on from there.
+                snapshot, names = snapshots[n // 2]
+                stack.restore(snapshot)
+                names = set(names)
+            assert {p.name for p in stack.merged.iterdir()} == names
+            assert len(stack.lowers) <= SQUASH_CAP + 2
+
+
+def test_a_layer_that_cannot_be_read_is_left_unsquashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_overlay import _chain
+
+    def refuse(layers: object, destination: str, opaque: object) -> None:
+        # Half done, as when a directory a test left mode 000 stops an ordinary user.
+        os.mkdir(destination)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(_chain, "squash_layers", refuse)
+    base = make_tree(tmp_path / "base", {"f": "base"})
+    with OverlayStack(
+        [base], workspace=tmp_path / "ws", backend=usable_backend("kernel")
+    ) as stack:
+        for n in range(SQUASH_FAN + 2):
+            (stack.merged / "f").write_text(str(n))
+            stack.snapshot()
+        assert len(stack.lowers) == SQUASH_FAN + 3
+        assert (stack.merged / "f").read_text() == str(SQUASH_FAN + 1)
+        # One frozen layer per snapshot, and nothing left of the attempts to squash.
+        layers = [p for p in stack.workspace.iterdir() if p.name.startswith("layer-")]
+        assert len(layers) == SQUASH_FAN + 2
