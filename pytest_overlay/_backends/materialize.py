@@ -239,6 +239,10 @@ def _entries(directory: str, rel: str, opened: dict[str, int] | None) -> list[os
         return _scandir(directory)
 
 
+class HardLinked(Exception):
+    """A file in the copy has a second link: a change tracker cannot follow it."""
+
+
 def _diff_dir(
     directory: str,
     rel: str,
@@ -246,17 +250,22 @@ def _diff_dir(
     *,
     compare: bool,
     opened: dict[str, int] | None = None,
+    links: bool = False,
 ) -> Iterator[Change]:
     entries = _entries(directory, rel, opened)
     for entry in entries:
         child = _join(rel, entry.name)
         st = entry.stat(follow_symlinks=False)
+        if links and st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+            raise HardLinked(child)
         ident = _identity(entry.path, st)
         before = baseline.entries.get(child) if compare else None
         if before is None:
             yield Change(ChangeKind.ADD, child)
             if stat.S_ISDIR(st.st_mode):
-                yield from _diff_dir(entry.path, child, baseline, compare=False, opened=opened)
+                yield from _diff_dir(
+                    entry.path, child, baseline, compare=False, opened=opened, links=links
+                )
             continue
         if not stat.S_ISDIR(st.st_mode):
             if ident != before:
