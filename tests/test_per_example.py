@@ -205,8 +205,9 @@ def test_machine(overlay_stack):
     assert count(project) > 10
 
 
-def test_without_reset_the_machine_sees_earlier_examples(project: pytest.Pytester) -> None:
-    # The reason the documented reset() line is needed: nothing does it for a machine.
+def test_a_state_machine_run_as_a_test_starts_each_run_from_the_base(
+    project: pytest.Pytester,
+) -> None:
     project.makepyfile(
         """
 from hypothesis import settings, strategies as st
@@ -223,6 +224,33 @@ def test_machine(overlay_stack):
             (overlay_stack.merged / "mine").write_text("x")
 
     run_state_machine_as_test(Writer, settings=settings(max_examples=10, database=None))
+"""
+    )
+    result = project.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_a_machine_not_run_through_run_state_machine_as_test_is_not_reset(
+    project: pytest.Pytester,
+) -> None:
+    # Why the documented reset() line stays for machines built another way.
+    project.makepyfile(
+        """
+from hypothesis import settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, rule
+
+def test_machine(overlay_stack):
+    class Writer(RuleBasedStateMachine):
+        def __init__(self):
+            super().__init__()
+            assert not (overlay_stack.merged / "mine").exists(), "leaked"
+
+        @rule()
+        def write(self):
+            (overlay_stack.merged / "mine").write_text("x")
+
+    test = get_state_machine_test(Writer, settings=settings(max_examples=10, database=None))
+    test()
 """
     )
     result = project.runpytest("-p", "no:cacheprovider")
