@@ -105,7 +105,7 @@ def _each_state_machine_run_from_the_base(item: pytest.Function) -> Iterator[Non
     way (``TestCase``, or Hypothesis imported only inside the test) is not reached; its
     ``__init__`` calls ``overlay_stack.reset()`` itself.
     """
-    stateful = sys.modules.get("hypothesis.stateful")
+    stateful: Any = sys.modules.get("hypothesis.stateful")
     stacks = _stacks(_function_scoped_values(item)) if stateful is not None else {}
     if stateful is None or not stacks:
         yield
