@@ -289,3 +289,32 @@ def teardown_module():
     result.assert_outcomes(failed=1, warnings=1)
     result.stdout.fnmatch_lines(["*OverlayError: cannot restore *merged: it is in use*"])
     result.stdout.fnmatch_lines(["*OverlayWarning: *merged was still in use at teardown (pid *"])
+
+
+@pytest.mark.parametrize("backend", ["auto", "copy"])
+def test_snapshots_of_an_example_do_not_outlive_it(project: pytest.Pytester, backend: str) -> None:
+    # Each example freezes two layers; by the next example they are gone from the
+    # workspace (the reset drops them from the stack, and nothing else refers to them).
+    project.makepyfile(
+        """
+from hypothesis import given, settings, strategies as st
+
+SEEN = []
+
+@settings(max_examples=25, database=None)
+@given(st.integers())
+def test_snap(overlay_stack, n):
+    SEEN.append(sorted(p.name for p in overlay_stack.workspace.iterdir()))
+    (overlay_stack.merged / "kept").write_text(str(n))
+    first = overlay_stack.snapshot()
+    (overlay_stack.merged / "mine").write_text(str(n))
+    second = overlay_stack.snapshot()
+    assert first.layers[1:] == second.layers[2:]
+
+def test_after():
+    assert len(SEEN) == 25
+    assert all(seen == ["merged", "upper", "work"] for seen in SEEN), SEEN
+"""
+    )
+    result = project.runpytest("-p", "no:cacheprovider", f"--overlay-backend={backend}")
+    result.assert_outcomes(passed=2)
