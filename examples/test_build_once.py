@@ -81,17 +81,3 @@ def test_roll_back_within_a_test(
     overlay_snapshot.assert_unchanged(since=with_plugin)
     assert (app / "module0000.py").exists()
     assert (app / "plugin.py").read_text() == "ENABLED = True\n"
-
-
-def test_what_the_upgrade_changes_is_reviewed(
-    overlay_stack: OverlayStack, overlay_snapshot: Snapshotter
-) -> None:
-    # A golden file next to this module records the effect on disk:
-    # __overlay_golden__/test_build_once/test_what_the_upgrade_changes_is_reviewed.txt
-    # Rewrite it with: pytest examples --overlay-update-golden
-    app = overlay_stack.merged / "app"
-    (app / "module0007.py").unlink()
-    (app / "VERSION").write_text("2.0\n")
-    os.chmod(app / "VERSION", 0o644)  # set modes explicitly: the umask differs per machine
-    (app / "config.ini").write_text("[app]\ndebug = false\nversion = 2\n")
-    overlay_snapshot.assert_golden()

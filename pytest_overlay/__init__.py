@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from pytest_overlay._errors import OverlayWarning
     from pytest_overlay._layers.changes import Change, ChangeKind
     from pytest_overlay._plugin.datadir import LazyDataDir
-    from pytest_overlay._plugin.overlay_fixture import overlay_fixture
+    from pytest_overlay._plugin.factory import OverlayStackFactory
+    from pytest_overlay._plugin.overlay_fixture import OverlayFixture, overlay_fixture
     from pytest_overlay._plugin.snapshotter import Snapshotter
     from pytest_overlay.snapshot import Snapshot
     from pytest_overlay.stack import OverlayStack
@@ -26,7 +27,9 @@ __all__ = [
     "ChangeKind",
     "LazyDataDir",
     "OverlayError",
+    "OverlayFixture",
     "OverlayStack",
+    "OverlayStackFactory",
     "OverlayWarning",
     "Snapshot",
     "Snapshotter",
@@ -37,7 +40,9 @@ _HOMES = {
     "Change": "pytest_overlay.changes",
     "ChangeKind": "pytest_overlay.changes",
     "LazyDataDir": "pytest_overlay._plugin.datadir",
+    "OverlayFixture": "pytest_overlay._plugin.overlay_fixture",
     "OverlayStack": "pytest_overlay.stack",
+    "OverlayStackFactory": "pytest_overlay._plugin.factory",
     "OverlayWarning": "pytest_overlay._errors",
     "Snapshot": "pytest_overlay.snapshot",
     "Snapshotter": "pytest_overlay._plugin.snapshotter",

@@ -17,10 +17,12 @@ from pytest_overlay._backends import ladder as _backends
 from pytest_overlay._backends.protocol import AUTO, Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
 from pytest_overlay._linux import colon as _colon
+from pytest_overlay._linux import fakefs as _fakefs
 from pytest_overlay._linux import namespace as _namespace
 from pytest_overlay._linux import owners as _owners
 from pytest_overlay._linux import sweep as _sweep
 from pytest_overlay._linux import tmpfs as _tmpfs
+from pytest_overlay._plugin import at_path as _at_path
 from pytest_overlay._plugin import config as _config
 from pytest_overlay._plugin import fixture_hints as _fixture_hints
 from pytest_overlay._plugin import info as _info
@@ -39,8 +41,13 @@ if TYPE_CHECKING:
     from pytest_overlay.stack import OverlayStack
 
 _FIXTURES = ("overlay_stack", "overlay_stack_factory")
+# The fixtures whose use makes the session mount: the above, and overlay_at's own.
+_MOUNTING = (*_FIXTURES, _at_path.FIXTURE)
 # Per test: its stack, whether a phase failed, and where its upper layer will be kept.
 _STACK = pytest.StashKey["OverlayStack"]()
+_AT_STACKS = pytest.StashKey["list[OverlayStack]"]()
+# Where the report said each overlay_at stack's upper layer is kept, by position.
+_AT_KEEP_AT = pytest.StashKey["dict[int, Path]"]()
 _FAILED = pytest.StashKey[bool]()
 _KEEP_AT = pytest.StashKey[Path]()
 _KEEPER = pytest.StashKey[_retention.Keeper]()
@@ -145,7 +152,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="default for --overlay-datadir (false)",
     )
-    _snapshot_fixtures.addoption(parser)
 
 
 def pytest_overlay_add_backends(config: pytest.Config) -> Sequence[Backend]:
@@ -161,6 +167,7 @@ def _linux() -> bool:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _config.MARKER_HELP)
+    config.addinivalue_line("markers", _at_path.MARKER_HELP)
     _session.validate(config)
     _retention.settings(config)
     _config.workspace_setting(config)
@@ -236,6 +243,17 @@ def pytest_pycollect_makeitem(
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     _markers.warn_unread(items, _FIXTURES)
+    for item in items:
+        names = getattr(item, "fixturenames", None)
+        if names is None or _at_path.FIXTURE in names:
+            continue
+        try:
+            marked = _at_path.marked_paths(item)
+        except pytest.UsageError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        if marked is not None:
+            # First, so that every other fixture of the test already sees the unions.
+            names.insert(0, _at_path.FIXTURE)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -243,7 +261,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # nobody), so a process only does it when a collected test needs a mount, while it
     # is still single-threaded, before any test runs.
     used = (getattr(item, "fixturenames", ()) for item in session.items)
-    if any(name in names for names in used for name in _FIXTURES):
+    if any(name in names for names in used for name in _MOUNTING):
         _session.activate(session.config)
 
 
@@ -266,6 +284,11 @@ def overlay_stack_factory(
     mounted at the end of the session are closed then. Skips the requesting test when no
     backend works here.
     """
+    try:
+        # Set up inside pyfakefs's fake, the session's workspace would be a fake path.
+        _fakefs.check_real_filesystem()
+    except OverlayError as exc:
+        _outcomes.fail(f"overlay_stack_factory: {exc}")
     backend = _session.backend_or_skip(pytestconfig)
     root = tmp_path_factory.mktemp("overlay", numbered=False)
     basetemp = root.parent
@@ -348,6 +371,42 @@ def overlay_stack(
             stack.close()
 
 
+@pytest.fixture
+def overlay_at(
+    request: pytest.FixtureRequest, overlay_stack_factory: OverlayStackFactory
+) -> Iterator[dict[Path, OverlayStack]]:
+    """Unions over real paths: the directories named by ``@pytest.mark.overlay_at``.
+
+    Used automatically by a test with the marker. For the test's duration each directory
+    shows a throwaway copy-on-write union over itself, to the test and to every process
+    it starts; at teardown the real directory, never modified, shows again. The value
+    maps each directory to its :class:`OverlayStack` (for ``changes()``).
+    """
+    paths = _at_path.marked_paths(request.node) or []
+    session = _session.backend_or_skip(request.config)
+    try:
+        stacks = _at_path.mount_all(overlay_stack_factory, paths, request.node.name, session)
+    except OverlayError as exc:
+        _at_path.skip_or_fail(exc)
+    request.node.stash[_AT_STACKS] = stacks
+    request.node.stash[_FAILED] = False
+    request.node.stash[_AT_KEEP_AT] = {}
+    try:
+        yield {stack.merged: stack for stack in stacks}
+    finally:
+        keeper = request.config.stash.get(_KEEPER, None)
+        failed = request.node.stash.get(_FAILED, False)
+        # Inner (last mounted) first; each keeps its upper layer like overlay_stack's.
+        chosen = request.node.stash.get(_AT_KEEP_AT, {})
+        for index, stack in reversed(list(enumerate(stacks))):
+            if keeper is not None and keeper.wants(failed):
+                destination = chosen.get(index) or keeper.destination(f"at-{request.node.name}")
+                stack.close(keep_upper=destination)
+                keeper.kept(destination)
+            else:
+                stack.close()
+
+
 # Outside Hypothesis's own wrapper, whose health check runs before the test does.
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
@@ -365,7 +424,14 @@ def pytest_runtest_makereport(
     if report.failed and report.when in ("setup", "call"):
         item.stash[_FAILED] = True
         stack = item.stash.get(_STACK, None)
-        if stack is not None and stack.mounted:
+        faker = _fakefs.fake_filesystem()
+        if stack is not None and stack.mounted and faker is not None:
+            # pyfakefs's fs fixture, set up after the stack, is torn down after this
+            # report: the upper layer can be read (and is kept) only at teardown.
+            report.sections.append(
+                ("overlay changes", f"not listed: {faker}'s fake filesystem hides the upper layer")
+            )
+        elif stack is not None and stack.mounted:
             # The stack is still mounted here: teardown comes after this report.
             keeper = item.config.stash.get(_KEEPER, None)
             kept_at = None
@@ -383,4 +449,14 @@ def pytest_runtest_makereport(
             )
             text = _retention.section_of(stack, kept_at, note)
             report.sections.append(("overlay changes", text))
+        at_stacks: list[OverlayStack] = item.stash.get(_AT_STACKS, [])
+        for index, at in enumerate(at_stacks):
+            if at.mounted:
+                keeper = item.config.stash.get(_KEEPER, None)
+                at_kept = None
+                if keeper is not None and keeper.wants(True):
+                    at_kept = keeper.destination(f"at-{item.name}-{index}")
+                    item.stash.setdefault(_AT_KEEP_AT, {})[index] = at_kept
+                text = _retention.section_of(at, at_kept)
+                report.sections.append((f"overlay changes at {at.merged}", text))
     return report

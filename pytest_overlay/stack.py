@@ -31,6 +31,8 @@ from pytest_overlay._errors import OverlayError, layer_list
 from pytest_overlay._layers import statediff as _statediff
 from pytest_overlay._layers.changes import Change
 from pytest_overlay._linux import busy as _busy
+from pytest_overlay._linux.covered import Covered
+from pytest_overlay._linux.fakefs import check_real_filesystem
 from pytest_overlay._linux.mount import MAX_LOWER_LAYERS
 from pytest_overlay._linux.pseudofs import pseudo_filesystem
 from pytest_overlay._linux.workspace import Workspace, create_workspace, remove_workspace
@@ -145,16 +147,31 @@ def _check_layout(lowers: Sequence[Path], workspace: Path | None) -> None:
         )
 
 
-def _check_target(target: Path, base: Sequence[Layer]) -> Path:
-    """The absolute *target* for ``merged=``, refused where a mount there hides a layer."""
+def _check_target(target: Path, base: Sequence[Layer]) -> tuple[Path, bool]:
+    """The absolute *target* for ``merged=``, and whether it is a base directory itself.
+
+    Refused where a mount there hides a layer it does not stand on: a directory inside a
+    layer or holding one. A target that *is* a base directory gets the union over itself.
+    """
     resolved = target.resolve()
-    for lower in chain_paths(base):
-        if resolved == lower or resolved.is_relative_to(lower) or lower.is_relative_to(resolved):
+    paths = chain_paths(base)
+    if any(isinstance(layer, Path) and layer == resolved for layer in base):
+        for lower in paths:
+            if lower != resolved and (
+                resolved.is_relative_to(lower) or lower.is_relative_to(resolved)
+            ):
+                raise OverlayError(
+                    f"cannot show the union over {target} itself: it overlaps lower layer "
+                    f"{lower}, which the union would hide; mount one union per directory"
+                )
+        return resolved, True
+    for lower in paths:
+        if resolved.is_relative_to(lower) or lower.is_relative_to(resolved):
             raise OverlayError(
                 f"cannot show the union at {target}: it overlaps lower layer {lower}, which "
                 "the union would hide or write into; choose a directory outside the base"
             )
-    return resolved
+    return resolved, False
 
 
 @final
@@ -172,7 +189,9 @@ class OverlayStack:
     works here), a backend name (``"kernel"``, ``"userns"``, ``"fuse"``, ``"copy"``) or a
     backend object. *merged* is where the union shows (default: ``merged`` inside the
     workspace): a new or empty directory outside the lowers, made on mount if missing and
-    left empty at close.
+    left empty at close; or one of the lower directories itself, which then shows the
+    union at its own path (its real contents stay untouched underneath, and show again
+    at close). This needs a mounting backend: the copy backend refuses it.
     """
 
     def __init__(
@@ -190,10 +209,17 @@ class OverlayStack:
             )
         if not lowers:
             raise OverlayError("an overlay needs at least one lower layer")
+        check_real_filesystem()
         self._base = _expand(lowers)
         self._workspace_parent = Path(workspace) if workspace is not None else None
         _check_layout(chain_paths(self._base), self._workspace_parent)
-        self._target = None if merged is None else _check_target(Path(merged), self._base)
+        self._target: Path | None = None
+        #: True when the union is shown over its own lower directory (merged= a lower).
+        self.in_place = False
+        if merged is not None:
+            self._target, self.in_place = _check_target(Path(merged), self._base)
+        # While mounted in place: the covered lower directory, still reachable.
+        self._covered: Covered | None = None
         self._requested = backend
         self._name = name
         self._space: Workspace | None = None
@@ -207,7 +233,9 @@ class OverlayStack:
         self._frozen = 0
         self._taken = 0
         self._upper_attributes: tuple[object, ...] = ()
-        #: False if the last unmount found the union busy and detached it lazily.
+        #: False if the last :meth:`close` found the union busy (a process still had a
+        #: file open or its working directory inside ``merged``) and detached it lazily:
+        #: the kernel frees it when the last user lets go, and an OverlayWarning names them.
         self.clean_unmount = True
         #: The process's working directory when the union was mounted.
         self._cwd: str | None = None
@@ -227,6 +255,8 @@ class OverlayStack:
 
     @property
     def mounted(self) -> bool:
+        """Whether the union is mounted now: from :meth:`mount` (or ``with``) until
+        :meth:`close`. A fixture's stack is mounted for the whole test."""
         return self._space is not None
 
     def _require(self) -> Workspace:
@@ -278,19 +308,38 @@ class OverlayStack:
         """Create a fresh workspace and mount the union on it; return self."""
         if self._space is not None:
             raise OverlayError(f"{self!r} is already mounted: close it before mounting again")
+        check_real_filesystem()
         backend = _backends.select_backend(self._requested)
+        if self.in_place and "not-a-mount-point" in backend.deviations:
+            raise _errors.BackendUnavailable(
+                f"the {backend.name} backend cannot show a union over {self._target} itself: "
+                "it makes a copy, not a mount, and the path would still be the real "
+                "directory; use the kernel backend (root), userns (an ordinary user where "
+                "user namespaces are allowed) or fuse (fuse-overlayfs)"
+            )
         self._chain = self._base
         space = create_workspace(self._workspace_parent, self.lowers[0], prefix=self._name)
         attributes = root_attributes(space.upper)
+        covered = Covered(self._target) if self.in_place and self._target else None
+        self._covered = covered
         try:
             if self._target is not None:
                 space = self._show_at_target(space)
-            backend.mount(self.lowers, space)
+            backend.mount(self._real(self.lowers), space)
         except BaseException:
+            self._covered = None
+            if covered is not None:
+                covered.close()
             remove_workspace(space.root)
             raise
         self._space, self._backend = space, backend
         self._cwd = _getcwd()
+        if covered is not None:
+            # A working directory inside the path still points at the covered directory:
+            # enter the path again, onto the union.
+            inside = covered.cwd_inside()
+            if inside is not None:
+                covered.enter(inside)
         self._keeper = WorkspaceKeeper(space.root)
         self._origin = make_snapshot(self._base, None, "base", self)
         self._frozen = self._taken = 0
@@ -311,7 +360,12 @@ class OverlayStack:
         assert self._backend is not None
         # A working directory inside merged keeps the mount busy, and once the union is
         # gone the process's os.getcwd() fails: move it back to where it was at mount.
-        _leave(space.merged, self._cwd)
+        # In place, it moves to the same path in the real directory instead.
+        inside = self._covered.cwd_inside() if self._covered is not None else None
+        if inside is not None and self._covered is not None:
+            self._covered.step_under(inside)
+        else:
+            _leave(space.merged, self._cwd)
         self.clean_unmount = self._backend.unmount(space)
         problems: list[str] = []
         if not self.clean_unmount:
@@ -337,6 +391,8 @@ class OverlayStack:
         try:
             target.mkdir(parents=True)
         except FileExistsError:
+            if self.in_place:
+                return Workspace(space.root, space.upper, space.work, target)
             if not target.is_dir() or target.is_symlink() or any(target.iterdir()):
                 raise OverlayError(
                     f"cannot show the union at {target}: it exists and is not an empty "
@@ -347,6 +403,9 @@ class OverlayStack:
     def _release(self, space: Workspace) -> None:
         """Forget the (unmounted) workspace; delete it unless snapshots still use it."""
         self._space = None
+        covered, self._covered = self._covered, None
+        if covered is not None:
+            covered.close()
         keeper, self._keeper = self._keeper, None
         self._chain, self._origin = self._base, None
         if keeper is None:  # pragma: no cover - mounted stacks always have one
@@ -374,7 +433,15 @@ class OverlayStack:
         """What the upper layer changes relative to the lowers, parents before children."""
         space = self._require()
         assert self._backend is not None
-        return self._backend.changes(self.lowers, space)
+        return self._backend.changes(self._real(self.lowers), space)
+
+    def _real(self, paths: Sequence[Path]) -> tuple[Path, ...]:
+        """*paths* with the directory under the union, when it is shown in place, named by
+        a path that reaches the real directory rather than the union over it."""
+        covered = self._covered
+        if covered is None:
+            return tuple(paths)
+        return tuple(covered.underneath if p == covered.path else p for p in paths)
 
     # --- snapshots ------------------------------------------------------------------------
 
@@ -409,6 +476,7 @@ class OverlayStack:
                 f"at most {MAX_LOWER_LAYERS}: restore an earlier snapshot, or build the "
                 "state again on a fresh stack"
             )
+        inside = self._step_out()
         _busy.check_idle(space.merged, "take a snapshot of")
         self._unmount_for(space, "take a snapshot")
         own: FrozenLayer | None = None
@@ -420,6 +488,7 @@ class OverlayStack:
             own = freeze_upper(space, self._keeper, self._frozen)
             chain = (own, *chain)
         self._remount(space, chain)
+        self._step_in(inside)
         self._taken += 1
         return make_snapshot(chain, own, name or f"snapshot-{self._taken}", self)
 
@@ -442,13 +511,16 @@ class OverlayStack:
                 "base; restore snapshots taken on this stack, or mount a new stack on it "
                 "with OverlayStack([snapshot])"
             )
+        inside = self._step_out()
         _busy.check_idle(space.merged, "restore")
         backend: object = self._backend
         if isinstance(backend, RestoresInPlace) and self._restore_in_place(backend, space, target):
+            self._step_in(inside)
             return
         self._unmount_for(space, "restore")
         remove_workspace(space.upper)
         self._remount(space, target)
+        self._step_in(inside)
 
     def reset(self, snapshot: Snapshot | None = None) -> None:
         """Go back to :attr:`base` (or to *snapshot*) on a fresh, empty upper layer.
@@ -474,8 +546,8 @@ class OverlayStack:
         """:meth:`diff`, with the entries before and after each change."""
         space = self._require()
         assert self._backend is not None
-        old = (since if since is not None else self.base).layers
-        live = self.lowers
+        old = self._real((since if since is not None else self.base).layers)
+        live = self._real(self.lowers)
         common = common_suffix(old, live)
         if common == 0:
             raise OverlayError(
@@ -494,7 +566,9 @@ class OverlayStack:
         self, backend: RestoresInPlace, space: Workspace, target: tuple[Layer, ...]
     ) -> bool:
         try:
-            backend.restore_in_place(self.lowers, chain_paths(target), space)
+            backend.restore_in_place(
+                self._real(self.lowers), self._real(chain_paths(target)), space
+            )
         except (OSError, OverlayError):
             # A directory the test made unreadable, say: unmounting copes with that.
             return False
@@ -502,6 +576,19 @@ class OverlayStack:
         self._upper_attributes = fresh_upper(space, layer_path(target[0]))
         self._chain = target
         return True
+
+    def _step_out(self) -> str | None:
+        """In place, move a working directory inside the union to the same place
+        underneath it, so a remount is not busy; return where, to :meth:`_step_in` after."""
+        covered = self._covered
+        inside = covered.cwd_inside() if covered is not None else None
+        if covered is not None and inside is not None:
+            covered.step_under(inside)
+        return inside
+
+    def _step_in(self, inside: str | None) -> None:
+        if inside is not None and self._covered is not None:
+            self._covered.enter(inside)
 
     def _unmount_for(self, space: Workspace, doing: str) -> None:
         assert self._backend is not None
@@ -523,7 +610,7 @@ class OverlayStack:
         assert self._backend is not None
         try:
             self._upper_attributes = fresh_upper(space, layer_path(chain[0]))
-            self._backend.mount(chain_paths(chain), space)
+            self._backend.mount(self._real(chain_paths(chain)), space)
         except OverlayError as exc:
             self._release(space)
             raise OverlayError(

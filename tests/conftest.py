@@ -46,7 +46,7 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 @pytest.fixture
 def fixed_umask() -> Iterator[None]:
-    """Modes are part of what golden files and change listings compare: make new files'
+    """Modes are part of what snapshot files and change listings compare: make new files'
     modes the same on every machine. Use with ``pytest.mark.usefixtures``."""
     old = os.umask(0o022)
     yield

@@ -1,4 +1,4 @@
-"""The overlay_snapshot fixture through pytester: assertions, golden files, the name clash."""
+"""The overlay_snapshot fixture through pytester: assertions, the name clash, bases."""
 
 from __future__ import annotations
 
@@ -98,107 +98,6 @@ def test_assert_changes_takes_change_objects_and_checks_kinds(project: pytest.Py
         """
     )
     project.runpytest().assert_outcomes(passed=1)
-
-
-# --- golden files ----------------------------------------------------------------------
-
-GOLDEN_TEST = """
-import os
-
-def test_build(overlay_snapshot):
-    m = overlay_snapshot.stack.merged
-    (m / "out").mkdir()
-    (m / "out" / "app.bin").write_bytes(b"{payload}")
-    os.chmod(m / "out" / "app.bin", 0o755)
-    (m / "hello.txt").unlink()
-    with open(m / "config.toml", "r+"):
-        pass
-    overlay_snapshot.assert_golden()
-"""
-
-
-def test_golden_file_create_compare_update(project: pytest.Pytester) -> None:
-    project.makepyfile(test_golden=GOLDEN_TEST.format(payload="v1"))
-    golden = project.path / "__overlay_golden__" / "test_golden" / "test_build.txt"
-
-    missing = project.runpytest()
-    missing.assert_outcomes(failed=1)
-    missing.stdout.fnmatch_lines(
-        ["E * no golden file *test_build.txt: run pytest with --overlay-update-golden*"]
-    )
-    assert not golden.exists()
-
-    created = project.runpytest("--overlay-update-golden")
-    created.assert_outcomes(passed=1)
-    created.stdout.fnmatch_lines(
-        ["*pytest-overlay golden files*", "written: __overlay_golden__/test_golden/test_build.txt"]
-    )
-    text = golden.read_text()
-    entries = [line for line in text.splitlines() if not line.startswith("#")]
-    assert entries == [
-        "D hello.txt",
-        "A out  dir 0755",
-        "A out/app.bin  file 0755 size=2 "
-        "sha256=3bfc269594ef649228e9a74bab00f042efc91d5acc6fbee31a382e80d42388fe",
-    ]
-    assert str(project.path) not in text
-    assert "test_golden.py::test_build" in text
-
-    project.runpytest().assert_outcomes(passed=1)
-    assert golden.read_text() == text  # a passing run leaves the file alone
-
-    project.makepyfile(test_golden=GOLDEN_TEST.format(payload="v2"))
-    changed = project.runpytest()
-    changed.assert_outcomes(failed=1)
-    changed.stdout.fnmatch_lines(
-        [
-            "E * the filesystem changes differ from the golden file *test_build.txt*",
-            "E * --- golden",
-            "E * +++ this run",
-            "E * -A out/app.bin  file 0755 size=2 sha256=3bfc*",
-            "E * +A out/app.bin  file 0755 size=2 sha256=*",
-        ]
-    )
-    project.runpytest("--overlay-update-golden").assert_outcomes(passed=1)
-    assert golden.read_text() != text
-    project.runpytest().assert_outcomes(passed=1)
-
-
-def test_several_golden_files_in_one_test(project: pytest.Pytester) -> None:
-    project.makepyfile(
-        """
-        import pytest
-
-        @pytest.mark.parametrize("n", [1, 2])
-        def test_steps(overlay_snapshot, n):
-            m = overlay_snapshot.stack.merged
-            (m / "a").write_text(str(n))
-            first = overlay_snapshot()
-            overlay_snapshot.assert_golden()
-            (m / "b").write_text("b")
-            overlay_snapshot.assert_golden("step2", since=first)
-            overlay_snapshot.assert_golden()
-        """
-    )
-    project.runpytest("--overlay-update-golden").assert_outcomes(passed=2)
-    where = project.path / "__overlay_golden__" / "test_several_golden_files_in_one_test"
-    assert sorted(p.name for p in where.iterdir()) == [
-        "test_steps[1].3.txt",
-        "test_steps[1].step2.txt",
-        "test_steps[1].txt",
-        "test_steps[2].3.txt",
-        "test_steps[2].step2.txt",
-        "test_steps[2].txt",
-    ]
-    step2 = (where / "test_steps[1].step2.txt").read_text().splitlines()
-    assert [line.split("  ")[0] for line in step2 if not line.startswith("#")] == ["A b"]
-    project.runpytest().assert_outcomes(passed=2)
-
-
-def test_update_flag_is_in_the_overlay_option_group(project: pytest.Pytester) -> None:
-    project.runpytest("--help").stdout.fnmatch_lines(
-        ["copy-on-write overlay directories (pytest-overlay):", "*--overlay-update-golden*"]
-    )
 
 
 # --- the fixture name "snapshot" -------------------------------------------------------

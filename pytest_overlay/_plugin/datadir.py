@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pytest_overlay._plugin.listing import listed_with_the_plugin
+
 if TYPE_CHECKING:
     from pytest_overlay._plugin.factory import OverlayStackFactory
     from pytest_overlay.stack import OverlayStack
@@ -79,6 +81,7 @@ class LazyDataDir:
 
 
 @pytest.fixture(scope="module")
+@listed_with_the_plugin
 def original_datadir(request: pytest.FixtureRequest) -> Path:
     """The data directory of this test module, itself: ``<module dir>/<module stem>``.
 
@@ -93,6 +96,7 @@ def _shared(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture
+@listed_with_the_plugin
 def datadir(
     original_datadir: Path, tmp_path: Path, overlay_stack_factory: OverlayStackFactory
 ) -> Iterator[Path]:
@@ -114,6 +118,7 @@ def datadir(
 
 
 @pytest.fixture
+@listed_with_the_plugin
 def shared_datadir(
     request: pytest.FixtureRequest, tmp_path: Path, overlay_stack_factory: OverlayStackFactory
 ) -> Iterator[Path]:
@@ -148,6 +153,7 @@ def _lazy(original: Path, directory: Path, factory: OverlayStackFactory) -> Iter
 
 
 @pytest.fixture
+@listed_with_the_plugin
 def lazy_datadir(
     original_datadir: Path, tmp_path: Path, overlay_stack_factory: OverlayStackFactory
 ) -> Iterator[LazyDataDir]:
@@ -156,6 +162,7 @@ def lazy_datadir(
 
 
 @pytest.fixture
+@listed_with_the_plugin
 def lazy_shared_datadir(
     request: pytest.FixtureRequest, tmp_path: Path, overlay_stack_factory: OverlayStackFactory
 ) -> Iterator[LazyDataDir]:

@@ -54,7 +54,8 @@ class OverlayStackFactory:
 
         *name* prefixes the workspace directory, to find it under ``--basetemp``.
         *merged* shows the union at that new or empty directory instead of inside the
-        workspace; it is left empty at close (see :class:`~pytest_overlay.OverlayStack`).
+        workspace; it is left empty at close; or one of *lowers* itself, to show the union
+        over that directory's own path (see :class:`~pytest_overlay.OverlayStack`).
         Close it with :meth:`OverlayStack.close` when done; the factory closes whatever is
         left at the end of the session.
         """

@@ -22,7 +22,6 @@ _OPTIONS = (
     ("overlay_backend", "--overlay-backend"),
     ("overlay_workspace", "--overlay-workspace"),
     ("overlay_retention_policy", "--overlay-keep"),
-    ("overlay_update_golden", "--overlay-update-golden"),
 )
 #: Ini keys and their defaults: a key set to anything else counts.
 _INI_DEFAULTS = {

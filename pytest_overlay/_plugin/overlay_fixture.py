@@ -8,7 +8,7 @@ import sys
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 import pytest
 
@@ -19,9 +19,24 @@ from pytest_overlay._plugin.outcomes import fail
 from pytest_overlay.snapshot import Snapshot
 from pytest_overlay.stack import BaseLike, OverlayStack
 
-__all__ = ["overlay_fixture"]
+__all__ = ["OverlayFixture", "overlay_fixture"]
 
 Scope = Literal["session", "package", "module", "class", "function"]
+
+
+class OverlayFixture(Protocol):
+    """What :func:`overlay_fixture` returns: a pytest fixture whose value is an
+    :class:`~pytest_overlay.OverlayStack`.
+
+    Assign it to a name in a conftest file or test module, where pytest finds it; tests
+    request it by that name and never call it (pytest >= 8.4 refuses a direct call).
+    The type says what the fixture gives, as a fixture function's own annotation would.
+    """
+
+    __name__: str
+
+    def __call__(self, **fixtures: Any) -> Iterator[OverlayStack]: ...
+
 
 #: The state each overlay_fixture stack had right after its build step: what a fixture
 #: that uses it as a base stands on, whatever tests later wrote into the stack itself.
@@ -59,7 +74,7 @@ def overlay_fixture(
     scope: Scope = "function",
     name: str | None = None,
     build: Callable[[OverlayStack], object] | None = None,
-) -> Any:  # what pytest.fixture returns; its type differs between pytest versions
+) -> OverlayFixture:
     """Return a fixture that yields an :class:`~pytest_overlay.OverlayStack` over *bases*.
 
     Assign the result to a name in a conftest file or test module; that name (or *name*)
@@ -149,4 +164,5 @@ def overlay_fixture(
         for arg in ("request", _FACTORY, *fixtures)
     ]
     overlay_fixture_function.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-    return pytest.fixture(scope=scope, name=name)(overlay_fixture_function)
+    # pytest.fixture returns the function itself before pytest 8.4, a wrapper from then on.
+    return cast(OverlayFixture, pytest.fixture(scope=scope, name=name)(overlay_fixture_function))

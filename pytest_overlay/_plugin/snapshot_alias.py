@@ -10,11 +10,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pytest_overlay._plugin.listing import listed_with_the_plugin
+
 if TYPE_CHECKING:
     from pytest_overlay._plugin.snapshotter import Snapshotter
 
 
 @pytest.fixture
+@listed_with_the_plugin
 def snapshot(overlay_snapshot: Snapshotter) -> Snapshotter:
     """pytest-overlay's ``overlay_snapshot`` under the short name.
 

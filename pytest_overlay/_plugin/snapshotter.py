@@ -11,16 +11,13 @@ import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, final
+from typing import Final, final
 
+from pytest_overlay._layers import render as _render
 from pytest_overlay._layers.changes import Change, ChangeKind
 from pytest_overlay._layers.statediff import Delta, Entry
-from pytest_overlay._plugin import golden as _golden
 from pytest_overlay.snapshot import Snapshot
 from pytest_overlay.stack import OverlayStack
-
-if TYPE_CHECKING:
-    from pytest_overlay._plugin.snapshot_state import SessionState
 
 __all__ = ["Snapshotter"]
 
@@ -50,25 +47,13 @@ class Snapshotter:
     the test started from. Made by pytest-overlay; request the fixture to get one.
     """
 
-    def __init__(
-        self,
-        stack: OverlayStack,
-        test_file: Path,
-        nodeid: str,
-        state: SessionState,
-        *,
-        _ispytest: bool = False,
-    ) -> None:
+    def __init__(self, stack: OverlayStack, *, _ispytest: bool = False) -> None:
         if not _ispytest:
             raise TypeError(
                 "Snapshotter is created by pytest-overlay: request the 'overlay_snapshot' "
                 "fixture instead"
             )
         self._stack = stack
-        self._test_file = test_file
-        self._nodeid = nodeid
-        self._state = state
-        self._golden_count = 0
 
     @property
     def stack(self) -> OverlayStack:
@@ -136,34 +121,6 @@ class Snapshotter:
         __tracebackhide__ = True
         self.assert_changed(since=since)
 
-    def assert_golden(self, name: str | None = None, *, since: Snapshot | None = None) -> None:
-        """Assert that what changed since *since* matches this test's golden file.
-
-        The file lives next to the test, in ``__overlay_golden__/<module>/<test>.txt``
-        (``<test>.<name>.txt`` with *name*). Run pytest with ``--overlay-update-golden``
-        to create or rewrite it from what the test did.
-        """
-        __tracebackhide__ = True
-        self._golden_count += 1
-        path = _golden.path_for(self._test_file, self._nodeid, name, self._golden_count)
-        self._state.checked.setdefault(self._nodeid, []).append(os.fspath(path))
-        lines = _golden.render(self._stack._deltas_since(since))
-        outcome = _golden.check(path, lines, self._nodeid, update=self._state.update_golden)
-        if outcome is _golden.Outcome.WRITTEN:
-            self._state.written.append(path)
-        elif outcome is _golden.Outcome.MISSING:
-            raise AssertionError(
-                f"no golden file {path}: run pytest with {_golden.UPDATE_FLAG} to create it "
-                "from what this test changed:\n" + "\n".join(f"  {line}" for line in lines)
-            )
-        elif outcome is _golden.Outcome.DIFFERS:
-            stored = _golden.entries(path.read_text(encoding="utf-8"))
-            diff = difflib.unified_diff(stored, lines, "golden", "this run", lineterm="", n=2)
-            raise AssertionError(
-                f"the filesystem changes differ from the golden file {path} (rerun with "
-                f"{_golden.UPDATE_FLAG} to accept them):\n" + "\n".join(diff)
-            )
-
     def _since(self, since: Snapshot | None) -> str:
         return "the start of the test" if since is None else f"snapshot {since.name!r}"
 
@@ -198,9 +155,9 @@ def _describe(delta: Delta) -> list[str]:
     before, after = delta.before, delta.after
     head = f"  {delta.change}"
     if after is not None:
-        shown = _golden.describe(after, digest=False)
-        if before is not None and _golden.describe(before, digest=False) != shown:
-            shown = f"{_golden.describe(before, digest=False)} -> {shown}"
+        shown = _render.describe(after, digest=False)
+        if before is not None and _render.describe(before, digest=False) != shown:
+            shown = f"{_render.describe(before, digest=False)} -> {shown}"
         head += f"  ({shown})"
     lines = [head]
     if after is not None and after.kind == stat.S_IFREG:
