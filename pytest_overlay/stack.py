@@ -14,7 +14,7 @@ from typing import final
 
 from pytest_overlay import _errors
 from pytest_overlay._backends import ladder as _backends
-from pytest_overlay._backends.protocol import Backend, SyncsUpper
+from pytest_overlay._backends.protocol import Backend, RestoresInPlace, SyncsUpper
 from pytest_overlay._chain import (
     FrozenLayer,
     Layer,
@@ -601,6 +601,10 @@ class OverlayStack:
             )
         inside = self._step_out()
         _busy.check_idle(space.merged, "restore")
+        backend: object = self._backend
+        if isinstance(backend, RestoresInPlace) and self._restore_in_place(backend, space, target):
+            self._step_in(inside)
+            return
         self._unmount_for(space, "restore")
         remove_workspace(space.upper)
         self._remount(space, target)
@@ -645,6 +649,21 @@ class OverlayStack:
         return _statediff.diff_states(
             _statediff.ChainState(old), _statediff.DirState(space.merged), tree
         )
+
+    def _restore_in_place(
+        self, backend: RestoresInPlace, space: Workspace, target: tuple[Layer, ...]
+    ) -> bool:
+        try:
+            backend.restore_in_place(
+                self._real(self.lowers), self._real(chain_paths(target)), space
+            )
+        except (OSError, OverlayError):
+            # A directory the test made unreadable, say: unmounting copes with that.
+            return False
+        remove_workspace(space.upper)
+        self._upper_attributes = fresh_upper(space, layer_path(target[0]))
+        self._chain = target
+        return True
 
     def _step_out(self) -> str | None:
         """In place, move a working directory inside the union to the same place

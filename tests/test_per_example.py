@@ -205,8 +205,9 @@ def test_machine(overlay_stack):
     assert count(project) > 10
 
 
-def test_without_reset_the_machine_sees_earlier_examples(project: pytest.Pytester) -> None:
-    # The reason the documented reset() line is needed: nothing does it for a machine.
+def test_a_state_machine_run_as_a_test_starts_each_run_from_the_base(
+    project: pytest.Pytester,
+) -> None:
     project.makepyfile(
         """
 from hypothesis import settings, strategies as st
@@ -223,6 +224,33 @@ def test_machine(overlay_stack):
             (overlay_stack.merged / "mine").write_text("x")
 
     run_state_machine_as_test(Writer, settings=settings(max_examples=10, database=None))
+"""
+    )
+    result = project.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_a_machine_not_run_through_run_state_machine_as_test_is_not_reset(
+    project: pytest.Pytester,
+) -> None:
+    # Why the documented reset() line stays for machines built another way.
+    project.makepyfile(
+        """
+from hypothesis import settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, rule
+
+def test_machine(overlay_stack):
+    class Writer(RuleBasedStateMachine):
+        def __init__(self):
+            super().__init__()
+            assert not (overlay_stack.merged / "mine").exists(), "leaked"
+
+        @rule()
+        def write(self):
+            (overlay_stack.merged / "mine").write_text("x")
+
+    test = get_state_machine_test(Writer, settings=settings(max_examples=10, database=None))
+    test()
 """
     )
     result = project.runpytest("-p", "no:cacheprovider")
@@ -261,3 +289,34 @@ def teardown_module():
     result.assert_outcomes(failed=1, warnings=1)
     result.stdout.fnmatch_lines(["*OverlayError: cannot restore *merged: it is in use*"])
     result.stdout.fnmatch_lines(["*OverlayWarning: *merged was still in use at teardown (pid *"])
+
+
+@pytest.mark.parametrize("backend", ["auto", "copy"])
+def test_snapshots_of_an_example_do_not_outlive_it(project: pytest.Pytester, backend: str) -> None:
+    # Each example freezes two layers; by the next example they are gone from the
+    # workspace (the reset drops them from the stack, and nothing else refers to them).
+    project.makepyfile(
+        """
+from hypothesis import given, settings, strategies as st
+
+SEEN = []
+
+@settings(max_examples=25, database=None)
+@given(st.integers())
+def test_snap(overlay_stack, n):
+    SEEN.append(sorted(p.name for p in overlay_stack.workspace.iterdir()))
+    (overlay_stack.merged / "kept").write_text(str(n))
+    first = overlay_stack.snapshot()
+    (overlay_stack.merged / "mine").write_text(str(n))
+    second = overlay_stack.snapshot()
+    assert first.layers[1:] == second.layers[2:]
+
+def test_after():
+    assert len(SEEN) == 25
+    # Frozen layers are the workspace's layer-N directories (fuse adds its log there).
+    assert all(not any(name.startswith("layer-") for name in seen) for seen in SEEN), SEEN
+    assert all({"merged", "upper", "work"} <= set(seen) for seen in SEEN), SEEN
+"""
+    )
+    result = project.runpytest("-p", "no:cacheprovider", f"--overlay-backend={backend}")
+    result.assert_outcomes(passed=2)

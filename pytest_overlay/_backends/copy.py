@@ -9,13 +9,23 @@ hardlink farm: in-place writes and chmod through a hard link would reach the bas
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import final
 
-from pytest_overlay._backends.materialize import Baseline, diff_baseline, materialize, write_upper
+from pytest_overlay._backends import tracking
+from pytest_overlay._backends.materialize import (
+    Baseline,
+    HardLinked,
+    diff_baseline,
+    materialize,
+    write_upper,
+)
+from pytest_overlay._backends.revert import revert
 from pytest_overlay._errors import OverlayError
 from pytest_overlay._layers.changes import Change
+from pytest_overlay._layers.statediff import touched, touched_by_changes
 from pytest_overlay._linux.workspace import Workspace, clear_directory
 
 
@@ -31,13 +41,13 @@ class CopyBackend:
             "device-nodes-need-root",
             "open-without-write-unchanged",
             "not-a-mount-point",
-            "changes-scan-whole-tree",
             "setup-copies-base",
         }
     )
 
     def __init__(self) -> None:
         self._baselines: dict[Path, Baseline] = {}
+        self._trackers: dict[Path, tracking.Tracker] = {}
 
     def __repr__(self) -> str:
         return "<CopyBackend>"
@@ -70,21 +80,59 @@ class CopyBackend:
         # The merged root looks like the upper root, as on a real overlay mount.
         space.merged.chmod(space.upper.stat().st_mode & 0o7777)
         self._baselines[space.root] = baseline
+        self._trackers[space.root] = tracking.start(os.fspath(space.merged), baseline)
+
+    def _changes(self, space: Workspace) -> list[Change]:
+        """What the copy changes: only the touched paths are compared, while the change
+        tracker can vouch for them; else the whole copy."""
+        baseline = self._baseline(space)
+        tracker = tracking.poll(self._trackers[space.root])
+        if not tracker.lost:
+            try:
+                return tracking.diff_touched(os.fspath(space.merged), baseline, tracker.touched)
+            except HardLinked:
+                tracker.lost = True
+        return diff_baseline(space.merged, baseline)
 
     def sync_upper(self, lowers: Sequence[Path], space: Workspace) -> None:
         """Make ``space.upper`` hold what the copy changes now, as overlayfs's would.
 
-        Rewritten from scratch: a scan of the copy (like :meth:`changes`) plus a copy of
-        each changed entry, so the cost grows with the tree and with what changed.
+        Rewritten from scratch: the changes (see :meth:`changes`) plus a copy of each
+        changed entry, so the cost grows with what changed.
         """
         baseline = self._baseline(space)
         clear_directory(space.upper)
-        changes = diff_baseline(space.merged, baseline)
+        changes = self._changes(space)
         write_upper(space.merged, baseline, changes, space.upper, move=False)
         space.upper.chmod(space.merged.stat().st_mode & 0o7777)
 
+    def restore_in_place(
+        self, current: Sequence[Path], target: Sequence[Path], space: Workspace
+    ) -> None:
+        """Make the copy of *current* (as the test left it) a fresh copy of *target*.
+
+        Only the paths the test changed and those held by the layers the two chains do
+        not share are copied again or removed.
+        """
+        baseline = self._baseline(space)
+        tree = touched_by_changes(self._changes(space))
+        common = 0
+        while (
+            common < min(len(current), len(target)) and current[-1 - common] == target[-1 - common]
+        ):
+            common += 1
+        touched(current[: len(current) - common], tree)
+        touched(target[: len(target) - common], tree)
+        made = revert(space.merged, target, baseline, tree)
+        # The merged root looks like the new upper root, which copies the top layer.
+        top = os.stat(target[0])
+        space.merged.chmod(top.st_mode & 0o7777)
+        os.utime(space.merged, ns=(top.st_atime_ns, top.st_mtime_ns))
+        tracking.rebase(self._trackers[space.root], os.fspath(space.merged), made)
+
     def unmount(self, space: Workspace) -> bool:
         baseline = self._baseline(space)
+        tracking.stop(self._trackers.pop(space.root))
         # The copy is discarded after this: directories the test made unreadable are
         # opened up to be compared, and keep their modes in the upper layer.
         opened: dict[str, int] = {}
@@ -108,7 +156,7 @@ class CopyBackend:
         return True
 
     def changes(self, lowers: Sequence[Path], space: Workspace) -> list[Change]:
-        return diff_baseline(space.merged, self._baseline(space))
+        return self._changes(space)
 
 
 COPY = CopyBackend()

@@ -15,21 +15,19 @@ mtime is still seen. Size and mtime alone would miss it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import stat
 import struct
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_overlay._errors import OverlayError, OverlayWarning
 from pytest_overlay._layers import format as _format
 from pytest_overlay._layers.changes import Change, ChangeKind, sort_changes
-
-_FICLONE = 0x40049409  # linux/fs.h: share the source's extents (btrfs, XFS, bcachefs)
+from pytest_overlay._linux.filecopy import FileCopier, copy_data
 
 _FS_IOC_GETVERSION = 0x80087601  # linux/fs.h: the inode's generation number
 
@@ -73,46 +71,35 @@ def _join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
 
-def _copy_data(src: int, dst: int) -> None:
-    try:
-        # In-kernel copy: no round trip through Python, and it clones where it can.
-        while os.copy_file_range(src, dst, 1 << 30):
-            pass
-    except OSError:
-        os.lseek(src, 0, os.SEEK_SET)
-        os.lseek(dst, 0, os.SEEK_SET)
-        os.ftruncate(dst, 0)
-        while chunk := os.read(src, 1 << 20):
-            os.write(dst, chunk)
-
-
 class _Copier:
-    def __init__(self, lowers: Sequence[Path], target: Path) -> None:
+    def __init__(
+        self, lowers: Sequence[Path], target: Path, baseline: Baseline | None = None
+    ) -> None:
         self.lowers = [os.fspath(p) for p in lowers]
         self.target = os.fspath(target)
-        self.baseline = Baseline()
-        self.try_reflink = True
+        self.baseline = Baseline() if baseline is None else baseline
         self.as_root = os.geteuid() == 0
+        self.files = FileCopier()
+        # Directories wait for their attributes until every file in them is written:
+        # files are copied in threads, and a read-only mode would block them.
+        self.dirs: list[tuple[str, str, os.stat_result]] = []
 
-    def _copy_file(self, src: str, dst: str, st: os.stat_result) -> None:
-        with open(src, "rb") as fsrc, open(dst, "wb") as fdst:
-            if self.try_reflink:
-                try:
-                    fcntl.ioctl(fdst.fileno(), _FICLONE, fsrc.fileno())
-                    self.baseline.reflinked = True
-                    return
-                except OSError as exc:
-                    if exc.errno not in (
-                        errno.EOPNOTSUPP,
-                        errno.EXDEV,
-                        errno.EINVAL,
-                        errno.ENOTTY,
-                        errno.EBADF,
-                    ):
-                        raise
-                    # One refusal means this filesystem pair cannot clone: stop asking.
-                    self.try_reflink = False
-            _copy_data(fsrc.fileno(), fdst.fileno())
+    def finish(self) -> None:
+        """Wait for the queued file copies, then give directories their attributes."""
+        self.files.close()
+        self.baseline.reflinked |= self.files.cloned
+        for rel, dest, st in reversed(self.dirs):  # children before parents
+            self._attributes(dest, st)
+            self.baseline.entries[rel] = _identity(dest, os.lstat(dest))
+        self.dirs = []
+
+    def _file_done(self, rel: str) -> Callable[[os.stat_result], None]:
+        entries = self.baseline.entries
+
+        def done(st: os.stat_result) -> None:
+            entries[rel] = (stat.S_IFREG, st.st_ino, st.st_ctime_ns, st.st_size, 0)
+
+        return done
 
     def _symlink_target(self, target: str, dest: str) -> str:
         # A link that leads into a lower layer would let writes through it reach the base:
@@ -176,10 +163,13 @@ class _Copier:
         mode = st.st_mode
         if stat.S_ISDIR(mode):
             os.mkdir(dest, 0o700)
+            self.dirs.append((rel, dest, st))
             self.fill(rel, dirs, dest)
-        elif stat.S_ISREG(mode):
-            self._copy_file(src, dest, st)
-        elif stat.S_ISLNK(mode):
+            return True
+        if stat.S_ISREG(mode):
+            self.files.copy(src, dest, st, self._file_done(rel))
+            return True
+        if stat.S_ISLNK(mode):
             os.symlink(self._symlink_target(os.readlink(src), dest), dest)
         elif stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
             # A new inode of the same type: nothing listens on a socket that is copied.
@@ -196,19 +186,27 @@ class _Copier:
                     stacklevel=2,
                 )
                 return False
-        if self.as_root:
-            os.lchown(dest, st.st_uid, st.st_gid)
-        if not stat.S_ISLNK(mode):
-            os.chmod(dest, stat.S_IMODE(mode))
-        os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        self._attributes(dest, st)
         self.baseline.entries[rel] = _identity(dest, os.lstat(dest))
         return True
+
+    def _attributes(self, dest: str, st: os.stat_result) -> None:
+        if self.as_root:
+            os.lchown(dest, st.st_uid, st.st_gid)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(dest, stat.S_IMODE(st.st_mode))
+        os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
 def materialize(lowers: Sequence[Path], target: Path) -> Baseline:
     """Copy the union of *lowers* (top-most first) into the empty directory *target*."""
     copier = _Copier(lowers, target)
-    copier.fill("", copier.lowers, copier.target)
+    try:
+        copier.fill("", copier.lowers, copier.target)
+    except BaseException:
+        copier.files.abandon()
+        raise
+    copier.finish()
     return copier.baseline
 
 
@@ -241,6 +239,10 @@ def _entries(directory: str, rel: str, opened: dict[str, int] | None) -> list[os
         return _scandir(directory)
 
 
+class HardLinked(Exception):
+    """A file in the copy has a second link: a change tracker cannot follow it."""
+
+
 def _diff_dir(
     directory: str,
     rel: str,
@@ -248,17 +250,22 @@ def _diff_dir(
     *,
     compare: bool,
     opened: dict[str, int] | None = None,
+    links: bool = False,
 ) -> Iterator[Change]:
     entries = _entries(directory, rel, opened)
     for entry in entries:
         child = _join(rel, entry.name)
         st = entry.stat(follow_symlinks=False)
+        if links and st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+            raise HardLinked(child)
         ident = _identity(entry.path, st)
         before = baseline.entries.get(child) if compare else None
         if before is None:
             yield Change(ChangeKind.ADD, child)
             if stat.S_ISDIR(st.st_mode):
-                yield from _diff_dir(entry.path, child, baseline, compare=False, opened=opened)
+                yield from _diff_dir(
+                    entry.path, child, baseline, compare=False, opened=opened, links=links
+                )
             continue
         if not stat.S_ISDIR(st.st_mode):
             if ident != before:
@@ -415,7 +422,7 @@ def _copy_entry(src: str, dest: str, st: os.stat_result) -> None:
             )
     elif stat.S_ISREG(mode):
         with open(src, "rb") as fsrc, open(dest, "wb") as fdst:
-            _copy_data(fsrc.fileno(), fdst.fileno())
+            copy_data(fsrc.fileno(), fdst.fileno())
     elif stat.S_ISLNK(mode):
         os.symlink(os.readlink(src), dest)
     else:

@@ -55,8 +55,6 @@ DEVIATIONS: dict[str, str] = {
     "may record it under another of the names; unlinking or renaming one name makes "
     "changes() report the others as modified, and renaming one linked name onto another "
     "does nothing (the base is untouched; overlayfs breaks the link on copy-up)",
-    "changes-scan-whole-tree": "changes() walks the whole merged tree, so its cost grows "
-    "with the size of the base",
     "setup-copies-base": "setting up copies the base, so its cost grows with the size of "
     "the base (reflinks make it cheaper where the filesystem supports them)",
 }
@@ -107,3 +105,19 @@ class SyncsUpper(Protocol):
 
     def sync_upper(self, lowers: Sequence[Path], space: Workspace) -> None:
         """Bring ``space.upper`` up to date with the mounted union of *lowers*."""
+
+
+@runtime_checkable
+class RestoresInPlace(Protocol):
+    """A backend that can turn its mounted union into a fresh one of other layers without
+    taking it down (the copy: redoing only what differs beats copying the base again).
+
+    :meth:`OverlayStack.restore <pytest_overlay.OverlayStack.restore>` (and ``reset``)
+    calls ``restore_in_place`` instead of unmounting and mounting; on ``OSError`` or
+    ``OverlayError`` it unmounts and mounts as for any backend.
+    """
+
+    def restore_in_place(
+        self, current: Sequence[Path], target: Sequence[Path], space: Workspace
+    ) -> None:
+        """Make the union of *current* at ``space.merged`` show *target* on an empty upper."""

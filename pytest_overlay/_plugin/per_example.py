@@ -62,12 +62,12 @@ def _test_function(item: pytest.Function) -> Any:
 def each_example_from_the_base(item: pytest.Item) -> Iterator[None]:
     """During this item's call, reset its function-scoped stacks before every example."""
     hypothesis = sys.modules.get("hypothesis")
-    if (
-        hypothesis is None
-        or not isinstance(item, pytest.Function)
-        or not hypothesis.is_hypothesis_test(item.obj)
-    ):
+    if hypothesis is None or not isinstance(item, pytest.Function):
         yield
+        return
+    if not hypothesis.is_hypothesis_test(item.obj):
+        with _each_state_machine_run_from_the_base(item):
+            yield
         return
     values = _function_scoped_values(item)
     stacks = _stacks(values)
@@ -92,6 +92,38 @@ def each_example_from_the_base(item: pytest.Item) -> Iterator[None]:
     finally:
         handle.inner_test = inner
         function._hypothesis_internal_use_settings = settings
+
+
+@contextmanager
+def _each_state_machine_run_from_the_base(item: pytest.Function) -> Iterator[None]:
+    """During this item's call, reset its stacks before every run of a state machine.
+
+    ``run_state_machine_as_test`` builds a ``@given`` test of its own on each call, out
+    of reach of the item's wrapper, through ``hypothesis.stateful.get_state_machine_test``
+    (a module global it looks up when called): for the call, that function hands out its
+    test with the inner test wrapped like a ``@given`` test's. A machine made some other
+    way (``TestCase``, or Hypothesis imported only inside the test) is not reached; its
+    ``__init__`` calls ``overlay_stack.reset()`` itself.
+    """
+    stateful: Any = sys.modules.get("hypothesis.stateful")
+    stacks = _stacks(_function_scoped_values(item)) if stateful is not None else {}
+    if stateful is None or not stacks:
+        yield
+        return
+    build = stateful.get_state_machine_test
+
+    @functools.wraps(build)
+    def build_resetting(*args: Any, **kwargs: Any) -> Any:
+        test = build(*args, **kwargs)
+        handle = test.hypothesis
+        handle.inner_test = _resetting(handle.inner_test, list(stacks.values()))
+        return test
+
+    stateful.get_state_machine_test = build_resetting
+    try:
+        yield
+    finally:
+        stateful.get_state_machine_test = build
 
 
 def _check_other_fixtures(
