@@ -1,8 +1,8 @@
 """Sphinx configuration for the pytest-overlay documentation."""
 
 project = "pytest-overlay"
-author = "pytest-overlay developers"
-copyright = "2026, pytest-overlay developers"
+author = "the pytest-overlay authors"
+copyright = "2026, the pytest-overlay authors"
 
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon"]
 autodoc_member_order = "bysource"

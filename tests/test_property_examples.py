@@ -68,10 +68,10 @@ def test_the_migrator_example_finds_a_value_cut_at_its_equals_sign(
     result.assert_outcomes(failed=1, passed=1)
     # Shrunk to one config file with one setting whose value is just "=": Hypothesis
     # prints the tree it ended on.
-    result.stdout.fnmatch_lines(
+    result.stdout.re_match_lines(
         [
-            "*Failing test case: test_migration_keeps_every_setting(*",
-            "*tree={'app.ini': {'_': '='}},*",
+            r".*(Failing test case|Falsifying example): test_migration_keeps_every_setting\(",
+            r".*tree=\{'app.ini': \{'_': '='\}\},",
         ]
     )
     result.stdout.fnmatch_lines(["*AssertionError: app.toml does not hold app.ini's settings*"])
