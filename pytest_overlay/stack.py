@@ -549,7 +549,7 @@ class OverlayStack:
                 "state again on a fresh stack"
             )
         inside = self._step_out()
-        _busy.check_idle(space.merged, "take a snapshot of")
+        _busy.check_idle(space.merged, "take a snapshot of", self.in_place)
         self._unmount_for(space, "take a snapshot")
         own: FrozenLayer | None = None
         chain = self._chain
@@ -600,7 +600,7 @@ class OverlayStack:
                 "with OverlayStack([snapshot])"
             )
         inside = self._step_out()
-        _busy.check_idle(space.merged, "restore")
+        _busy.check_idle(space.merged, "restore", self.in_place)
         backend: object = self._backend
         if isinstance(backend, RestoresInPlace) and self._restore_in_place(backend, space, target):
             self._step_in(inside)

@@ -52,11 +52,14 @@ def _inside(link: str, prefix: str) -> bool:
     return link == prefix or link.startswith(prefix + "/")
 
 
-def holders(merged: Path, limit: int = _MAX_LISTED) -> list[str]:
+def holders(merged: Path, limit: int = _MAX_LISTED, device: int | None = None) -> list[str]:
     """Up to *limit* descriptions of what processes hold open under *merged*.
 
     Looks at the processes in this mount namespace that /proc lets us inspect: their
-    open files, working and root directories, and memory-mapped files.
+    open files, working and root directories, and memory-mapped files. With *device*,
+    only what lies on that device counts: a union shown over its own lower directory
+    has the same path as that directory, whose descriptors (the stack's own, the fuse
+    daemon's lowers, a working directory stepped out of the union) are not in the union.
     """
     prefix = os.fsdecode(merged)
     try:
@@ -77,32 +80,46 @@ def holders(merged: Path, limit: int = _MAX_LISTED) -> list[str]:
                 who = f"pid {pid} ({f.read().strip()})"
         except OSError:
             continue
-        for label, link in _links(proc):
-            if _inside(link, prefix):
+        for label, link, dev in _links(proc):
+            if _inside(link, prefix) and (device is None or dev in (None, device)):
                 found.append(f"{who} {label} {link}")
                 if len(found) >= limit:
                     return found
     return found
 
 
-def _links(proc: str) -> list[tuple[str, str]]:
-    links: list[tuple[str, str]] = []
-    for name, label in (("cwd", "has its working directory in"), ("root", "is chrooted to")):
+def _links(proc: str) -> list[tuple[str, str, int | None]]:
+    """(label, path, device of what it names, None where unknown) for *proc*'s holdings."""
+    links: list[tuple[str, str, int | None]] = []
+
+    def add(label: str, entry: str) -> None:
         with contextlib.suppress(OSError):
-            links.append((label, os.readlink(f"{proc}/{name}")))
+            link = os.readlink(entry)
+            try:
+                dev: int | None = os.stat(entry).st_dev  # the object itself, not the path
+            except OSError:
+                dev = None
+            links.append((label, link, dev))
+
+    for name, label in (("cwd", "has its working directory in"), ("root", "is chrooted to")):
+        add(label, f"{proc}/{name}")
     try:
         fds = os.listdir(f"{proc}/fd")
     except OSError:
         fds = []
     for fd in fds:
-        with contextlib.suppress(OSError):
-            links.append((f"has open (fd {fd})", os.readlink(f"{proc}/fd/{fd}")))
+        add(f"has open (fd {fd})", f"{proc}/fd/{fd}")
+    mapped: dict[str, int | None] = {}
     try:
         with open(f"{proc}/maps") as f:
-            mapped = {line.split(maxsplit=5)[5].strip() for line in f if line.count(" ") >= 5}
-    except (OSError, IndexError):
-        mapped = set()
-    links.extend(("has mapped", path) for path in sorted(mapped) if path.startswith("/"))
+            for line in f:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[5].startswith("/"):
+                    major, _, minor = fields[3].partition(":")
+                    mapped[fields[5].strip()] = os.makedev(int(major, 16), int(minor, 16))
+    except (OSError, ValueError):
+        pass
+    links.extend(("has mapped", path, dev) for path, dev in sorted(mapped.items()))
     return links
 
 
@@ -122,15 +139,17 @@ def detached_holders(merged: Path) -> list[str]:
     return _detached.pop(os.fspath(merged), [])
 
 
-def check_idle(merged: Path, doing: str) -> None:
+def check_idle(merged: Path, doing: str, in_place: bool = False) -> None:
     """Raise :class:`OverlayError` naming the holders if something uses *merged*.
 
-    *doing* completes "cannot ... <merged>", e.g. "take a snapshot of".
+    *doing* completes "cannot ... <merged>", e.g. "take a snapshot of". *in_place*: the
+    union is shown over its own lower directory, so only holders on the union's device
+    count (see :func:`holders`).
     """
     busy = _mount_busy(merged)
     if busy is False:
         return
-    held = holders(merged)
+    held = holders(merged, device=os.stat(merged).st_dev if in_place else None)
     if busy is None and not held:
         return
     listing = "; ".join(held) if held else "a process outside this mount namespace"
