@@ -117,3 +117,16 @@ def process_info(pid: int) -> tuple[str, int, str] | None:
 
 def all_pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def mount_points_anywhere() -> set[str]:
+    """Every mount point any process on the machine sees (all namespaces)."""
+    found: set[str] = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/mountinfo") as f:
+                    found.update(line.split()[4] for line in f)
+            except OSError:
+                continue
+    return found

@@ -11,22 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import make_tree, tree_digest
+from tests.helpers import make_tree, mount_points_anywhere, tree_digest
 
 pytest_plugins = ["pytester"]
-
-
-def _mount_points() -> set[str]:
-    """Every mount point any process on the machine sees (all namespaces)."""
-    found: set[str] = set()
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/mountinfo") as f:
-                    found.update(line.split()[4] for line in f)
-            except OSError:
-                continue
-    return found
 
 
 @pytest.fixture
@@ -64,7 +51,7 @@ def test_writes_and_deletes_land_in_the_union_and_the_real_paths_stay(
     )
     pytester.runpytest("--strict-markers", "-p", "no:randomly").assert_outcomes(passed=2)
     assert (tree_digest(config), tree_digest(etc)) == before
-    assert not {str(config), str(etc)} & _mount_points()
+    assert not {str(config), str(etc)} & mount_points_anywhere()
 
 
 def test_changes_and_the_failure_report_section(
@@ -217,13 +204,13 @@ def test_sigkill_mid_test_leaves_the_real_path_and_no_mount(
         assert run.poll() is None, "the inner run ended before its test wrote"
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert {str(config), str(etc)} <= _mount_points()  # mounted, in pytest's namespace
+    assert {str(config), str(etc)} <= mount_points_anywhere()  # mounted, in pytest's namespace
     run.send_signal(signal.SIGKILL)
     run.wait()
     # A private namespace dies with pytest; fuse-overlayfs mounted through fusermount3 (no
     # user namespace) is unmounted by pytest-overlay's watcher, a moment later.
     deadline = time.monotonic() + 10
-    while {str(config), str(etc)} & _mount_points():
+    while {str(config), str(etc)} & mount_points_anywhere():
         assert time.monotonic() < deadline, "a mount outlived the killed pytest"
         time.sleep(0.05)
     assert (tree_digest(config), tree_digest(etc)) == before

@@ -13,22 +13,9 @@ from pathlib import Path
 import pytest
 
 from pytest_overlay._linux import namespace as _namespace
-from tests.helpers import auto_backend, tree_digest
+from tests.helpers import auto_backend, mount_points_anywhere, tree_digest
 
 pytest_plugins = ["pytester"]
-
-
-def _mount_points() -> set[str]:
-    """Every mount point any process on the machine sees (all namespaces)."""
-    found: set[str] = set()
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/mountinfo") as f:
-                    found.update(line.split()[4] for line in f)
-            except OSError:
-                continue
-    return found
 
 
 @pytest.fixture
@@ -120,7 +107,7 @@ def test_writes_are_listed_per_test_and_the_checkout_stays_clean(
     assert (checkout / ".pytest_cache").is_dir()
     if git:
         assert _git(checkout, "status", "--porcelain") == ""
-    assert str(checkout) not in _mount_points()
+    assert str(checkout) not in mount_points_anywhere()
 
 
 def test_strict_fails_the_session(
@@ -190,7 +177,7 @@ def test_xdist_workers_report_to_the_controller(
     )
     result.stdout.fnmatch_lines(["  tests/test_suite.py::test_regenerate"])
     assert _digest(checkout) == before
-    assert str(checkout) not in _mount_points()
+    assert str(checkout) not in mount_points_anywhere()
 
 
 def test_a_missing_path_is_a_usage_error(pytester: pytest.Pytester) -> None:
@@ -256,11 +243,11 @@ def test_sigkill_leaves_the_checkout_and_no_mount(
         assert run.poll() is None, "the inner run ended before its test wrote"
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert str(checkout) in _mount_points()
+    assert str(checkout) in mount_points_anywhere()
     run.send_signal(signal.SIGKILL)
     run.wait()
     deadline = time.monotonic() + 10
-    while str(checkout) in _mount_points():
+    while str(checkout) in mount_points_anywhere():
         assert time.monotonic() < deadline, "a mount outlived the killed pytest"
         time.sleep(0.05)
     assert _digest(checkout) == before
