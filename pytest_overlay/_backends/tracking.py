@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections.abc import Iterable, Iterator
 
 from pytest_overlay._backends.materialize import Baseline, HardLinked, _diff_dir, _identity
@@ -47,6 +48,10 @@ class _Hub:
         self._inotify: inotify.Inotify | None = None
         self._failed = False
         self._owners: dict[int, Tracker] = {}
+        # Stacks of several threads share the instance. A poll must hold it from read to
+        # dispatch: otherwise another thread could have taken this thread's events off the
+        # queue and not yet filed them, and a changes() would miss a write made before it.
+        self.lock = threading.Lock()
 
     def _instance(self) -> inotify.Inotify | None:
         if self._inotify is None and not self._failed:
@@ -101,6 +106,10 @@ class _Hub:
             if self._inotify is not None:
                 self._inotify.unwatch(wd)
         tracker.wds.clear()
+        if not self._owners and self._inotify is not None:
+            # No copy is watched any more: no descriptor stays open behind the last stack.
+            self._inotify.close()
+            self._inotify = None
 
 
 _HUB = _Hub()
@@ -112,26 +121,30 @@ _Tree = dict[str, "_Tree"]
 def start(root: str, baseline: Baseline) -> Tracker:
     """Watch every directory of the fresh copy at *root*."""
     tracker = Tracker()
-    _HUB.watch(tracker, root, baseline.children)
+    with _HUB.lock:
+        _HUB.watch(tracker, root, baseline.children)
     return tracker
 
 
 def poll(tracker: Tracker) -> Tracker:
     """*tracker*, with every event queued until now taken in."""
-    _HUB.poll()
+    with _HUB.lock:
+        _HUB.poll()
     return tracker
 
 
 def rebase(tracker: Tracker, root: str, new_dirs: Iterable[str]) -> None:
     """Forget what was touched (the copy matches its baseline again); watch *new_dirs*."""
-    _HUB.poll()  # our own events, from bringing the copy back
-    tracker.touched.clear()
-    tracker.lost = tracker.blind
-    _HUB.watch(tracker, root, new_dirs)
+    with _HUB.lock:
+        _HUB.poll()  # our own events, from bringing the copy back
+        tracker.touched.clear()
+        tracker.lost = tracker.blind
+        _HUB.watch(tracker, root, new_dirs)
 
 
 def stop(tracker: Tracker) -> None:
-    _HUB.drop(tracker)
+    with _HUB.lock:
+        _HUB.drop(tracker)
 
 
 def diff_touched(root: str, baseline: Baseline, paths: Iterable[str]) -> list[Change]:

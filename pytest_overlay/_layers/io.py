@@ -291,7 +291,9 @@ class _LayerWriter:
             try:
                 self._write(dir_fd, name, rel, self.layer[rel])
             except OSError as exc:
-                if exc.errno not in _RACE_ERRNOS:
+                # ENOENT too: every name below the target is one this writer just made,
+                # so one that is gone was taken away (renamed between mkdir and open).
+                if exc.errno not in _RACE_ERRNOS and exc.errno != errno.ENOENT:
                     raise
                 raise LayerError(
                     f"{os.path.join(self.root, rel)!r} changed while the layer was being "
