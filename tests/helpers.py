@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -130,3 +132,12 @@ def mount_points_anywhere() -> set[str]:
             except OSError:
                 continue
     return found
+
+
+def wait_until_written(run: subprocess.Popen[bytes], ready: Path, seconds: float = 60) -> None:
+    """Wait for the inner pytest *run* to create *ready*; fail if it ends or times out."""
+    deadline = time.monotonic() + seconds
+    while not ready.exists():
+        assert run.poll() is None, "the inner run ended before its test wrote"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

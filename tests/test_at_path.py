@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import make_tree, mount_points_anywhere, tree_digest
+from tests.helpers import make_tree, mount_points_anywhere, tree_digest, wait_until_written
 
 pytest_plugins = ["pytester"]
 
@@ -199,11 +199,7 @@ def test_sigkill_mid_test_leaves_the_real_path_and_no_mount(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert run.poll() is None, "the inner run ended before its test wrote"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until_written(run, ready)
     assert {str(config), str(etc)} <= mount_points_anywhere()  # mounted, in pytest's namespace
     run.send_signal(signal.SIGKILL)
     run.wait()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pytest_overlay._linux import namespace as _namespace
-from tests.helpers import auto_backend, mount_points_anywhere, tree_digest
+from tests.helpers import auto_backend, mount_points_anywhere, tree_digest, wait_until_written
 
 pytest_plugins = ["pytester"]
 
@@ -238,11 +238,7 @@ def test_sigkill_leaves_the_checkout_and_no_mount(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert run.poll() is None, "the inner run ended before its test wrote"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until_written(run, ready)
     assert str(checkout) in mount_points_anywhere()
     run.send_signal(signal.SIGKILL)
     run.wait()

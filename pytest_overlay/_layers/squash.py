@@ -23,7 +23,7 @@ import stat
 from collections.abc import Sequence
 
 from pytest_overlay._layers import format as _format
-from pytest_overlay._layers.copytree import _copy_file
+from pytest_overlay._layers.copytree import _copy_file, _xattrs
 
 __all__ = ["squash_layers"]
 
@@ -121,10 +121,3 @@ class _Squasher:
             os.chmod(dst, stat.S_IMODE(st.st_mode))
         with contextlib.suppress(OSError):
             os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-
-
-def _xattrs(path: str) -> list[str]:
-    try:
-        return os.listxattr(path, follow_symlinks=False)
-    except OSError:  # ENOTSUP: a filesystem without xattrs has none to copy
-        return []
