@@ -16,12 +16,7 @@ import pytest
 from pytest_overlay._backends import ladder as _backends
 from pytest_overlay._backends.protocol import AUTO, Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError
-from pytest_overlay._linux import colon as _colon
-from pytest_overlay._linux import fakefs as _fakefs
-from pytest_overlay._linux import namespace as _namespace
-from pytest_overlay._linux import owners as _owners
-from pytest_overlay._linux import sweep as _sweep
-from pytest_overlay._linux import tmpfs as _tmpfs
+from pytest_overlay._linux.inherit import INHERIT_ENV
 from pytest_overlay._plugin import at_path as _at_path
 from pytest_overlay._plugin import cache_settings as _cache_settings
 from pytest_overlay._plugin import config as _config
@@ -31,7 +26,7 @@ from pytest_overlay._plugin import markers as _markers
 from pytest_overlay._plugin import needs as _needs
 from pytest_overlay._plugin import outcomes as _outcomes
 from pytest_overlay._plugin import per_example as _per_example
-from pytest_overlay._plugin import protect as _protect
+from pytest_overlay._plugin import protect_options as _protect_options
 from pytest_overlay._plugin import retention as _retention
 from pytest_overlay._plugin import session as _session
 from pytest_overlay._plugin import snapshot_fixtures as _snapshot_fixtures
@@ -154,7 +149,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="default for --overlay-datadir (false)",
     )
-    _protect.addoption(parser)
+    _protect_options.addoption(parser)
     _cache_settings.addoption(parser)
 
 
@@ -179,8 +174,10 @@ def pytest_configure(config: pytest.Config) -> None:
         _config.tmpfs_limits(config)
     userns = _config.userns_setting(config)
     _snapshot_fixtures.configure(config)
-    protect = _protect.paths(config)
+    protect = _protect_options.paths(config)
     if protect and _linux():
+        from pytest_overlay._plugin import protect as _protect
+
         config.pluginmanager.register(_protect.ProtectPlugin(config), "overlay-protect")
     if _config.datadir_setting(config):
         from pytest_overlay._plugin import datadir
@@ -188,9 +185,16 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_DATADIR_REPLACED] = datadir.configure(config)
     if not _linux():
         return
-    # A pytest-xdist worker takes over the user namespace its controller entered.
-    _namespace.adopt_inherited()
+    # The namespace code (and ctypes under it) is loaded only where it has work to do:
+    # a session that never mounts does without it.
+    if os.environ.get(INHERIT_ENV):
+        from pytest_overlay._linux import namespace as _namespace
+
+        # A pytest-xdist worker takes over the user namespace its controller entered.
+        _namespace.adopt_inherited()
     if userns == "never":
+        from pytest_overlay._linux import namespace as _namespace
+
         _namespace.forbid_user_namespace(
             "overlay_userns = never: no user namespace is entered (remove the setting to "
             "let pytest-overlay mount with kernel overlayfs)"
@@ -200,6 +204,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if basetemp and not hasattr(config, "workerinput"):
         # A killed earlier run may have left workspaces there, which pytest could not
         # collect past or delete; open them up before it tries.
+        from pytest_overlay._linux import sweep as _sweep
+
         _sweep.sweep(Path(basetemp).resolve())
     # Nothing else happens here unless the session needs it: a suite that never mounts
     # must run as with -p no:overlay. Root enters its private mount namespace when the
@@ -223,7 +229,7 @@ def pytest_configure(config: pytest.Config) -> None:
             # The unions are mounted at session start, when other plugins may have
             # started threads: enter now, while this process has one.
             _session.start_userns(config, "--overlay-protect is given")
-    _protect.check_xdist(config)
+    _protect_options.check_xdist(config)
     if _session.selection(config).requested != AUTO:
         # A named backend that cannot work here is an error that says why, at start-up.
         chosen = _session.resolve(config)
@@ -289,7 +295,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if _DATADIR_REPLACED in config.stash:
         replaced = config.stash[_DATADIR_REPLACED]
         line += "; datadir fixtures: pytest-overlay" + (f" (not {replaced})" if replaced else "")
-    protect = _protect.header(config)
+    protect = _protect_options.header(config)
     return [line] if protect is None else [line, protect]
 
 
@@ -306,6 +312,12 @@ def overlay_stack_factory(
     """
     # A test that asked for a stack by request.getfixturevalue: nothing saw it coming.
     _need_per_test_hooks(pytestconfig)
+    # The code that mounts, loaded by the first test that asks for a union.
+    from pytest_overlay._linux import colon as _colon
+    from pytest_overlay._linux import fakefs as _fakefs
+    from pytest_overlay._linux import owners as _owners
+    from pytest_overlay._linux import tmpfs as _tmpfs
+
     try:
         # Set up inside pyfakefs's fake, the session's workspace would be a fake path.
         _fakefs.check_real_filesystem()
@@ -463,6 +475,8 @@ class _PerTestHooks:
         if report.failed and report.when in ("setup", "call"):
             item.stash[_FAILED] = True
             stack = item.stash.get(_STACK, None)
+            from pytest_overlay._linux import fakefs as _fakefs
+
             faker = _fakefs.fake_filesystem()
             if stack is not None and stack.mounted and faker is not None:
                 # pyfakefs's fs fixture, set up after the stack, is torn down after this

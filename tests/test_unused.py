@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from pytest_overlay._linux import namespace as _namespace
+from pytest_overlay._linux.inherit import INHERIT_ENV
 from tests.helpers import auto_backend, make_tree
 
 pytest_plugins = ["pytester"]
@@ -36,6 +38,7 @@ def test_unrelated(worker_id):
 # Records every backend the ladder looks at: a probe would call this hook first.
 RECORD_SELECTION = """
 import os
+from pathlib import Path
 
 def pytest_overlay_veto_backend(config, backend):
     with open(os.environ["SELECTED"], "a") as f:
@@ -302,11 +305,51 @@ def test_start_up_hands_capabilities_to_xdist_workers_only(
 ) -> None:
     """Entering at start-up outside pytest-xdist's controller gives no capability to the
     programs the tests start (it once leaked into every later subprocess)."""
-    monkeypatch.delenv(_namespace.INHERIT_ENV, raising=False)
+    monkeypatch.delenv(INHERIT_ENV, raising=False)
     before = _ambient_capabilities()
     pytester.makepyfile("def test_unrelated():\n    pass\n")
     # In-process: whatever the start-up does, it does to this process.
     pytester.runpytest(f"--overlay-backend={auto_backend()}").assert_outcomes(passed=1)
     pytester.runpytest("--overlay-userns=start").assert_outcomes(passed=1)
     assert _ambient_capabilities() == before == 0
-    assert _namespace.INHERIT_ENV not in os.environ
+    assert INHERIT_ENV not in os.environ
+
+
+# Written at the very end of the session, after every hook of the plugin has run.
+LOADED_MODULES = """
+import json, os, sys
+
+def pytest_unconfigure(config):
+    with open(os.environ["LOADED"], "w") as f:
+        json.dump(sorted(sys.modules), f)
+"""
+
+
+def test_a_session_that_never_mounts_loads_no_mount_code(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Start-up cost is mostly imports: the namespace, mount and workspace code (and ctypes
+    under them) load with the first mount, not with the plugin."""
+    pytester.makeconftest(LOADED_MODULES)
+    pytester.makepyfile("def test_unrelated():\n    pass\n")
+    loaded = tmp_path / "loaded.json"
+    monkeypatch.setenv("LOADED", str(loaded))
+    # Other installed plugins may load ctypes themselves: only this plugin is measured.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    result = pytester.runpytest_subprocess(
+        "-p", "pytest_overlay.plugin", "--basetemp", str(tmp_path / "bt")
+    )
+    result.assert_outcomes(passed=1)
+    modules = set(json.loads(loaded.read_text()))
+    assert "pytest_overlay.plugin" in modules
+    mounting = {
+        "ctypes",
+        "pytest_overlay._linux.namespace",
+        "pytest_overlay._linux.syscalls",
+        "pytest_overlay._linux.mount",
+        "pytest_overlay._linux.workspace",
+        "pytest_overlay._layers.changes",
+        "pytest_overlay._plugin.protect",
+        "pytest_overlay.stack",
+    }
+    assert modules & mounting == set()

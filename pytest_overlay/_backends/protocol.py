@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from pytest_overlay._layers.changes import Change
-from pytest_overlay._linux.workspace import Workspace
+if TYPE_CHECKING:
+    # Names in signatures only: the plugin imports this module at start-up, and a
+    # session that never mounts should not load the change and workspace code.
+    from pytest_overlay._layers.changes import Change
+    from pytest_overlay._linux.workspace import Workspace
 
 #: The value of ``--overlay-backend`` that walks the ladder.
 AUTO = "auto"

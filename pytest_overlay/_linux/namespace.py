@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pytest_overlay._linux import mount as _mount
 from pytest_overlay._linux import syscalls as _syscalls
+from pytest_overlay._linux.inherit import INHERIT_ENV
 from pytest_overlay._linux.workspace import remove_workspace
 
 
@@ -276,10 +277,6 @@ def mount_privileges(*, for_children: bool = False) -> Iterator[None]:
         if for_children:
             _set_ambient(0)
         _syscalls.set_capabilities(effective, permitted, inheritable)
-
-
-#: Set by a process that entered a user namespace for its pytest-xdist workers to adopt.
-INHERIT_ENV = "PYTEST_OVERLAY_USERNS"
 
 
 def prepare_children() -> None:

@@ -18,8 +18,6 @@ import stat
 from pathlib import Path
 
 from pytest_overlay._linux import colon as _colon
-from pytest_overlay._linux import mount as _mount
-from pytest_overlay._linux import namespace as _namespace
 
 #: The directory under the basetemp that holds the factory's workspaces.
 FACTORY_DIR = "overlay"
@@ -112,6 +110,11 @@ def sweep(basetemp: Path) -> list[Path]:
 
 
 def _unmount(merged: Path) -> None:
+    # Loaded only when a killed run left a mount: every pytest start with --basetemp
+    # sweeps, and most find nothing to unmount.
+    from pytest_overlay._linux import mount as _mount
+    from pytest_overlay._linux import namespace as _namespace
+
     try:
         with _namespace.mount_privileges():
             _mount.unmount(merged)

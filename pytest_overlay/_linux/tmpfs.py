@@ -20,10 +20,6 @@ import os
 import re
 from pathlib import Path
 
-from pytest_overlay._linux import mount as _mount
-from pytest_overlay._linux import namespace as _namespace
-from pytest_overlay._linux import syscalls as _syscalls
-
 #: Backends whose upper layer may live on tmpfs. The copy backend keeps a whole copy of
 #: the base in its workspace, which would not fit in memory.
 MOUNTING_BACKENDS = frozenset({"kernel", "userns", "fuse"})
@@ -133,6 +129,11 @@ def describe(size: int) -> str:
 def mount_tmpfs(root: Path, backend: str, size: int, inodes: int) -> str:
     """Mount a tmpfs of at most *size* bytes and *inodes* inodes on the empty directory
     *root*; return "" or why it was not done."""
+    # Imported here: the plugin reads this module's sizes at start-up, and a session
+    # that never mounts should not load the mount code (ctypes among it).
+    from pytest_overlay._linux import namespace as _namespace
+    from pytest_overlay._linux import syscalls as _syscalls
+
     if backend not in MOUNTING_BACKENDS:
         return f"the {backend} backend keeps a full copy of the base in its workspace"
     if _namespace.state().mode is _namespace.Mode.NONE:
@@ -157,5 +158,8 @@ def mount_tmpfs(root: Path, backend: str, size: int, inodes: int) -> str:
 
 
 def unmount_tmpfs(root: Path) -> None:
+    from pytest_overlay._linux import mount as _mount
+    from pytest_overlay._linux import namespace as _namespace
+
     with contextlib.suppress(OSError), _namespace.mount_privileges():
         _mount.unmount(root)

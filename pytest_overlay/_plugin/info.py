@@ -7,7 +7,6 @@ import platform
 
 import pytest
 
-from pytest_overlay._linux import namespace as _namespace
 from pytest_overlay._linux import tmpfs as _tmpfs
 from pytest_overlay._plugin import config as _config
 from pytest_overlay._plugin import session as _session
@@ -38,6 +37,9 @@ def header_line(config: pytest.Config) -> str:
         text += f"; {chosen.fell_back}"
     if _on_tmpfs(config, chosen.backend.name):
         text += f"; {_config.tmpfs_limits(config).describe()}"
+    # Loaded by now (choosing the backend did): a session that never mounts skips it.
+    from pytest_overlay._linux import namespace as _namespace
+
     if chosen.start_reason and _namespace.state().mode is _namespace.Mode.USERNS:
         text += f"; user namespace entered at start-up ({chosen.start_reason}): {_UNMAPPED}"
     return text
@@ -80,6 +82,8 @@ def report(config: pytest.Config) -> str:
                 f"{_config.tmpfs_limits(config).describe()} (where a private mount "
                 "namespace can hold one; overlay_tmpfs_size changes it)"
             )
+    from pytest_overlay._linux import namespace as _namespace
+
     state = _namespace.state()
     if state.reason:
         lines.append(f"namespace: {state.reason}")

@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, final
 import pytest
 
 from pytest_overlay._errors import OverlayError
-from pytest_overlay._layers.changes import Change
-from pytest_overlay._linux.workspace import remove_workspace, safe_name
 from pytest_overlay._plugin import config as _config
 
 if TYPE_CHECKING:
+    from pytest_overlay._layers.changes import Change
     from pytest_overlay.stack import OverlayStack
 
 POLICIES = ("failed", "all", "none")
@@ -64,6 +63,10 @@ class Keeper:
 
     def destination(self, name: str) -> Path:
         """A fresh path for the upper layer of the test *name* (not created yet)."""
+        # The workspace code loads with the first mount; the settings above are read by
+        # every session.
+        from pytest_overlay._linux.workspace import safe_name
+
         safe = safe_name(name, 60, "test")
         self._root.mkdir(parents=True, exist_ok=True)
         # A kept layer holds whatever the test wrote, credentials included: only its
@@ -77,6 +80,8 @@ class Keeper:
 
     def kept(self, path: Path) -> None:
         """Record a kept layer; delete the oldest ones beyond the count limit."""
+        from pytest_overlay._linux.workspace import remove_workspace
+
         self._kept.append(path)
         while len(self._kept) > self.count:
             remove_workspace(self._kept.popleft())

@@ -11,8 +11,10 @@ import pytest
 from pytest_overlay._backends import ladder as _backends
 from pytest_overlay._backends.protocol import AUTO, Backend
 from pytest_overlay._errors import BackendUnavailable, OverlayError, OverlayWarning
-from pytest_overlay._linux import namespace as _namespace
 from pytest_overlay._plugin import config as _config
+
+# The namespace code (and ctypes under it) is imported by the functions that pick or
+# prepare a backend: a session that never mounts reads only the selection above them.
 
 
 @dataclass
@@ -88,6 +90,8 @@ def resolve(config: pytest.Config) -> Selection:
     if chosen.done:
         return chosen
     chosen.done = True
+    from pytest_overlay._linux import namespace as _namespace
+
     if running_as_root() and _namespace.state().mode is _namespace.Mode.NONE:
         # Before the kernel backend's trial mount, so that even it cannot outlive us.
         _namespace.enter_private_mount_namespace()
@@ -96,6 +100,8 @@ def resolve(config: pytest.Config) -> Selection:
 
 
 def _select(config: pytest.Config, chosen: Selection) -> None:
+    from pytest_overlay._linux import namespace as _namespace
+
     refused = chosen.refused
 
     def veto(backend: Backend) -> str | None:
@@ -170,6 +176,8 @@ def start_userns(config: pytest.Config, why: str) -> None:
     chosen.start_reason = why
     activate(config)
     if is_xdist_controller(config):
+        from pytest_overlay._linux import namespace as _namespace
+
         # Only there: it hands the mount capability to every program started from now on
         # (as ambient capabilities), which the workers must get and nothing else should.
         _namespace.prepare_children()
