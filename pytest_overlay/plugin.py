@@ -292,6 +292,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     line = _info.header_line(config)
+    note = _snapshot_fixtures.header_note(config)
+    if note is not None:
+        line += f"; {note}"
     if _DATADIR_REPLACED in config.stash:
         replaced = config.stash[_DATADIR_REPLACED]
         line += "; datadir fixtures: pytest-overlay" + (f" (not {replaced})" if replaced else "")

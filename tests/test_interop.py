@@ -300,7 +300,7 @@ def test_snapshot_plugins_keep_their_fixture_name(
     result = run(pytester, *plugins)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
-        ["overlay: fixture 'snapshot' belongs to *; pytest-overlay's is 'overlay_snapshot'"]
+        ["overlay: *; fixture 'snapshot' belongs to *; pytest-overlay's is 'overlay_snapshot'"]
     )
 
 

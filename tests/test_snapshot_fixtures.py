@@ -118,7 +118,7 @@ def test_syrupy_keeps_snapshot_and_both_work(project: pytest.Pytester) -> None:
     first = project.runpytest("--snapshot-update")
     first.assert_outcomes(passed=2)
     first.stdout.fnmatch_lines(
-        ["overlay: fixture 'snapshot' belongs to syrupy; pytest-overlay's is 'overlay_snapshot'"]
+        ["overlay: *; fixture 'snapshot' belongs to syrupy; pytest-overlay's is *"]
     )
     assert (project.path / "__snapshots__" / "test_both.ambr").exists()
     project.runpytest().assert_outcomes(passed=2)
@@ -176,7 +176,7 @@ def test_any_plugin_that_defines_snapshot_keeps_it(project: pytest.Pytester) -> 
     project.syspathinsert()
     result = project.runpytest("-p", "no:syrupy", "-p", "other_snapshots")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["overlay: fixture 'snapshot' belongs to other_snapshots;*"])
+    result.stdout.fnmatch_lines(["overlay: *; fixture 'snapshot' belongs to other_snapshots;*"])
 
 
 def test_a_conftest_snapshot_fixture_wins_without_a_header(project: pytest.Pytester) -> None:

@@ -11,7 +11,7 @@ plugin keeps its name and both work in one suite.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -47,16 +47,8 @@ def _snapshot_owner(config: pytest.Config) -> str | None:
     return None
 
 
-@final
-class _Hooks:
-    def __init__(self, snapshot_owner: str) -> None:
-        self._snapshot_owner = snapshot_owner
-
-    def pytest_report_header(self) -> str:
-        return (
-            f"overlay: fixture 'snapshot' belongs to {self._snapshot_owner}; "
-            "pytest-overlay's is 'overlay_snapshot'"
-        )
+# The plugin that owns the name ``snapshot``, when one other than ours does.
+_OWNER = pytest.StashKey[str]()
 
 
 def configure(config: pytest.Config) -> None:
@@ -67,7 +59,15 @@ def configure(config: pytest.Config) -> None:
     if owner is None:
         config.pluginmanager.register(_snapshot_alias, "overlay-snapshot-alias")
     else:
-        config.pluginmanager.register(_Hooks(owner), "overlay-snapshot-hooks")
+        config.stash[_OWNER] = owner
+
+
+def header_note(config: pytest.Config) -> str | None:
+    """For the plugin's one report-header line: who owns ``snapshot``, if not us."""
+    owner = config.stash.get(_OWNER, None)
+    if owner is None:
+        return None
+    return f"fixture 'snapshot' belongs to {owner}; pytest-overlay's is 'overlay_snapshot'"
 
 
 @pytest.fixture
