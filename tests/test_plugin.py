@@ -215,7 +215,7 @@ def test_report_header_names_the_backend(project: pytest.Pytester) -> None:
         result.stdout.fnmatch_lines(
             [
                 "*; user namespace entered at start-up (--overlay-backend=userns): files of "
-                "unmapped owners show as nobody; overlay_userns = never opts out"
+                "unmapped owners show as nobody; overlay_userns = never opts out*"
             ]
         )
 

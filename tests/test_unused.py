@@ -336,6 +336,8 @@ def test_a_session_that_never_mounts_loads_no_mount_code(
     monkeypatch.setenv("LOADED", str(loaded))
     # Other installed plugins may load ctypes themselves: only this plugin is measured.
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    # Set when this suite runs as an ordinary user under -n: a worker's namespace to adopt.
+    monkeypatch.delenv(INHERIT_ENV, raising=False)
     result = pytester.runpytest_subprocess(
         "-p", "pytest_overlay.plugin", "--basetemp", str(tmp_path / "bt")
     )
