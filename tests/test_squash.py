@@ -149,6 +149,7 @@ def test_a_deep_chain_stands_on_as_few_layers_as_a_shallow_one(
     a squash; the layer count is bounded by a constant, not by log(depth).
     """
     base = make_tree(tmp_path / "base", {"b": "base"})
+    untouched = tree_digest(base)
     names = {"b"}
     counts = []
     with OverlayStack([base], workspace=tmp_path / "ws", backend=usable_backend(backend)) as stack:
@@ -168,6 +169,7 @@ def test_a_deep_chain_stands_on_as_few_layers_as_a_shallow_one(
     # the bottom layer that holds everything older: no growth with depth.
     cycle = SQUASH_FAN**SQUASH_LEVELS
     assert max(counts[-cycle:]) <= max(counts[:cycle]) + 1
+    assert tree_digest(base) == untouched  # squashes never write to the base
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
