@@ -154,11 +154,17 @@ def freeze_upper(space: Workspace, keeper: WorkspaceKeeper, number: int) -> Froz
 
 
 #: How many frozen layers of one level are squashed into one layer of the next level.
-#: A chain of n snapshots then stands on at most SQUASH_FAN - 1 layers per level, about
-#: SQUASH_FAN * log(n) / log(SQUASH_FAN) in all, and each snapshot's files are copied
-#: once per level, log(n) / log(SQUASH_FAN) times: the cost of squashing follows what
-#: the squashed layers hold, never the base.
-SQUASH_FAN: Final = 8
+SQUASH_FAN: Final = 4
+#: Levels 0 (former upper layers) to SQUASH_LEVELS - 1 squash SQUASH_FAN at a time into
+#: the next level; a squash that would make a layer of level SQUASH_LEVELS also takes in
+#: the layer of that level right below it, so a chain keeps one such bottom layer. The
+#: layers of a stack's own then number at most SQUASH_BOUND (SQUASH_FAN - 1 per level,
+#: and the bottom one) whatever the depth, so a mount costs the same at snapshot 15 and
+#: at snapshot 300. Each snapshot's files are copied once per level, and the bottom
+#: layer, which holds all that is older, once per SQUASH_FAN ** SQUASH_LEVELS snapshots:
+#: the cost of squashing follows what the squashed layers hold, never the base.
+SQUASH_LEVELS: Final = 3
+SQUASH_BOUND: Final = (SQUASH_FAN - 1) * SQUASH_LEVELS + 1
 #: Restoring older snapshots and going on from there can interleave levels so that no
 #: SQUASH_FAN neighbours share one; past this many frozen layers the top-most
 #: SQUASH_FAN are squashed whatever their levels.
@@ -170,9 +176,10 @@ def _level(layer: Layer) -> int:
 
 
 def _equal_run(frozen: Sequence[Layer]) -> int | None:
-    """Where the top-most SQUASH_FAN neighbours of one level start in *frozen*, if any."""
+    """Where the top-most SQUASH_FAN neighbours of one level below the bottom one start."""
     for start in range(len(frozen) - SQUASH_FAN + 1):
-        if len({_level(layer) for layer in frozen[start : start + SQUASH_FAN]}) == 1:
+        levels = {_level(layer) for layer in frozen[start : start + SQUASH_FAN]}
+        if len(levels) == 1 and levels.pop() < SQUASH_LEVELS:
             return start
     return None
 
@@ -197,8 +204,13 @@ def squash_top(
             if own <= SQUASH_CAP:
                 break
             start = 0
-        group = chain[start : start + SQUASH_FAN]
-        level = max(_level(layer) for layer in group) + 1
+        end = start + SQUASH_FAN
+        level = min(max(_level(layer) for layer in chain[start:end]) + 1, SQUASH_LEVELS)
+        if level == SQUASH_LEVELS:
+            # Into the bottom layer(s) right below: one bottom layer, not a growing pile.
+            while end < own and _level(chain[end]) == SQUASH_LEVELS:
+                end += 1
+        group = chain[start:end]
         target = keeper.root / f"layer-{numbers()}"
         try:
             squash_layers(
@@ -207,6 +219,6 @@ def squash_top(
         except OSError:
             remove_workspace(target)
             break
-        chain = (*chain[:start], FrozenLayer(target, keeper, level), *chain[start + SQUASH_FAN :])
-        own -= SQUASH_FAN - 1
+        chain = (*chain[:start], FrozenLayer(target, keeper, level), *chain[end:])
+        own -= len(group) - 1
     return chain

@@ -552,17 +552,19 @@ class OverlayStack:
         _busy.check_idle(space.merged, "take a snapshot of", self.in_place)
         self._unmount_for(space, "take a snapshot")
         own: FrozenLayer | None = None
-        chain = self._chain
         if is_empty_upper(space.upper, self._upper_attributes):
             remove_workspace(space.upper)
         else:
             self._frozen += 1
             own = freeze_upper(space, self._keeper, self._frozen)
-            chain = (own, *chain)
+        # The layers under the new one are squashed once enough have piled up; the new
+        # layer stays on top as it is, for snapshot.changes(). The snapshot stands on the
+        # same chain as the stack goes on with, so restoring it keeps the chain as short
+        # (a snapshot on the unsquashed chain would make every restore undo the squash).
+        below = self._squashed(self._chain)
+        chain = below if own is None else (own, *below)
         snapshot = make_snapshot(chain, own, name or f"snapshot-{self._taken + 1}", self)
-        # The snapshot keeps the chain as it is (its own layer on top, for changes()); the
-        # stack goes on over the same state on fewer layers once enough have piled up.
-        self._remount(space, self._squashed(chain))
+        self._remount(space, chain)
         self._step_in(inside)
         self._taken += 1
         return snapshot

@@ -11,7 +11,7 @@ import pytest
 
 from pytest_overlay import OverlayStack, Snapshot
 from pytest_overlay import stack as stack_module
-from pytest_overlay._chain import SQUASH_CAP, SQUASH_FAN
+from pytest_overlay._chain import SQUASH_BOUND, SQUASH_CAP, SQUASH_FAN, SQUASH_LEVELS
 from pytest_overlay._linux.mount import MAX_LOWER_LAYERS
 from tests.helpers import make_tree, tree_digest, usable_backend
 
@@ -117,12 +117,13 @@ def test_a_squashed_chain_shows_what_the_deep_chain_shows(
         tmp_path / "base",
         {"base.txt": "base\n", "swap": "file", "tree": {"a": "a", "sub": {"b": "b"}}},
     )
-    steps = 3 * SQUASH_FAN * SQUASH_FAN // 2 + 3  # two levels of squashes, and some left
+    # Every level squashed, the bottom one into itself more than once, and some left over.
+    steps = 2 * SQUASH_FAN**SQUASH_LEVELS + 3
     squashed = _run(base, tmp_path / "ws1", backend, steps)
     monkeypatch.setattr(stack_module, "_SQUASH_OPAQUE_XATTR", {})
     deep = _run(base, tmp_path / "ws2", backend, steps)
     assert deep.depth == steps + 1  # the reference stands on one layer per snapshot
-    assert squashed.depth < 3 * SQUASH_FAN
+    assert squashed.depth <= SQUASH_BOUND + 2  # and the new layer, and the base
     assert squashed.changed_views == []
     assert squashed.reports == deep.reports
 
@@ -134,8 +135,41 @@ def test_snapshots_alone_never_reach_the_layer_limit(tmp_path: Path, backend: st
         for n in range(MAX_LOWER_LAYERS + 20):
             (stack.merged / "f").write_text(str(n))
             stack.snapshot()
-        assert len(stack.lowers) < 4 * SQUASH_FAN
+        assert len(stack.lowers) <= SQUASH_BOUND + 2
         assert (stack.merged / "f").read_text() == str(MAX_LOWER_LAYERS + 19)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_deep_chain_stands_on_as_few_layers_as_a_shallow_one(
+    tmp_path: Path, backend: str
+) -> None:
+    """The pattern of benchmarks/depth_cost.py: snapshot, write, restore that snapshot.
+
+    A snapshot stands on the chain the stack goes on with, so restoring it does not undo
+    a squash; the layer count is bounded by a constant, not by log(depth).
+    """
+    base = make_tree(tmp_path / "base", {"b": "base"})
+    untouched = tree_digest(base)
+    names = {"b"}
+    counts = []
+    with OverlayStack([base], workspace=tmp_path / "ws", backend=usable_backend(backend)) as stack:
+        for n in range(300):
+            (stack.merged / f"s{n}").write_text(str(n))
+            names.add(f"s{n}")
+            snapshot = stack.snapshot()
+            assert snapshot.layers == stack.lowers
+            (stack.merged / "scratch").write_text("thrown away")
+            stack.restore(snapshot)
+            counts.append(len(stack.lowers))
+        assert {p.name for p in stack.merged.iterdir()} == names
+        assert [c.path for c in snapshot.changes()] == ["s299"]
+        assert (stack.merged / "s0").read_text() == "0"
+    assert max(counts) <= SQUASH_BOUND + 2  # own layers, the newest one, the base
+    # Deep down the chain no more layers than in the first round of squashes, but for
+    # the bottom layer that holds everything older: no growth with depth.
+    cycle = SQUASH_FAN**SQUASH_LEVELS
+    assert max(counts[-cycle:]) <= max(counts[:cycle]) + 1
+    assert tree_digest(base) == untouched  # squashes never write to the base
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
