@@ -54,8 +54,8 @@ def classic_options(lowers: Sequence[Path], upper: Path, work: Path, flags: Sequ
 def _fsconfig_path(fd: int, key: str, path: Path) -> None:
     # The kernel takes "lowerdir+" values verbatim but unescapes upperdir and workdir
     # (ovl_mount_dir), so only those need the backslash escaping of mount(2).
-    value = os.fsdecode(path) if key.endswith("+") else escape_classic(path)
-    if len(os.fsencode(value)) <= _FSCONFIG_MAX_STRING:
+    value = os.fsencode(path) if key.endswith("+") else os.fsencode(escape_classic(path))
+    if len(value) <= _FSCONFIG_MAX_STRING:
         _syscalls.fsconfig_string(fd, key, value)
         return
     path_fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)

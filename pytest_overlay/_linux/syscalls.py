@@ -80,12 +80,11 @@ def fsopen(fsname: str) -> int:
     return _check(_lib().syscall(SYS_FSOPEN, _b(fsname), FSOPEN_CLOEXEC), "fsopen")
 
 
-def fsconfig_string(fd: int, key: str, value: str | os.PathLike[str]) -> None:
-    _check(
-        _lib().syscall(SYS_FSCONFIG, fd, FSCONFIG_SET_STRING, _b(key), _b(value), 0),
-        f"fsconfig {key}",
-        os.fsdecode(value),
-    )
+def fsconfig_string(fd: int, key: str, value: str | bytes | os.PathLike[str]) -> None:
+    encoded = os.fsencode(value)
+    # Called a few times per mount, every test: the message is built only on failure.
+    if _lib().syscall(SYS_FSCONFIG, fd, FSCONFIG_SET_STRING, _b(key), encoded, 0) < 0:
+        _check(-1, f"fsconfig {key}", os.fsdecode(encoded))
 
 
 def fsconfig_flag(fd: int, key: str) -> None:
@@ -143,7 +142,8 @@ def mount(
 
 
 def umount(target: str | os.PathLike[str], flags: int = 0) -> None:
-    _check(_lib().umount2(_b(target), flags), "umount", os.fsdecode(target))
+    if _lib().umount2(_b(target), flags) < 0:
+        _check(-1, "umount", os.fsdecode(target))
 
 
 def unshare(flags: int) -> None:
