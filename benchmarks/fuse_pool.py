@@ -2,6 +2,7 @@
 the kernel backend: whole process, CPU and wall, N tests minus ``--collect-only``.
 
     python benchmarks/fuse_pool.py [--tests 200] [--rounds 3] [--sleep-ms 0] [--out DIR]
+                                   [--before PYTHON]
 
 Each configuration is a generated pytest project whose N tests each append to one file of
 a 100-file base, delete one, add one and read one through ``overlay_stack`` (then sleep
@@ -12,8 +13,10 @@ fuse-overlayfs daemons included); the same project with ``--collect-only`` is su
 and the difference divided by N. Rounds are interleaved; the median round is reported.
 "Pool off" loads a conftest that turns ``FuseBackend.enable_pool`` into a no-op, which is
 the fuse backend as it was before the pool. The kernel row needs root (as an ordinary
-user the ``userns`` backend takes its place). Results go to a scratch directory (printed)
-unless ``--out`` names one.
+user the ``userns`` backend takes its place). ``--before`` names the Python of another
+checkout (its venv, say one of ``git worktree add /tmp/old main~1``): the fuse rows are
+then also run with it, interleaved in the same rounds, as "(before)" rows. Results go to a
+scratch directory (printed) unless ``--out`` names one.
 """
 
 from __future__ import annotations
@@ -84,23 +87,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sleep-ms", type=float, default=0.0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--before", default=None, help="the Python of the code to compare")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="fuse-pool-bench-"))
     mounting = "kernel" if os.geteuid() == 0 else "userns"
     configs = {
-        mounting: (mounting, True),
-        "fuse, pool": ("fuse", True),
-        "fuse, no pool": ("fuse", False),
+        mounting: (mounting, True, sys.executable),
+        "fuse, pool": ("fuse", True, sys.executable),
+        "fuse, no pool": ("fuse", False, sys.executable),
     }
+    if args.before:
+        configs["fuse, pool (before)"] = ("fuse", True, args.before)
+        configs["fuse, no pool (before)"] = ("fuse", False, args.before)
     scratch = Path(tempfile.mkdtemp(prefix="fuse-pool-projects-"))
     projects = {
         key: make_project(scratch / str(i), args.tests, pool, args.sleep_ms / 1e3)
-        for i, (key, (_, pool)) in enumerate(configs.items())
+        for i, (key, (_, pool, _)) in enumerate(configs.items())
     }
     per_test: dict[str, list[tuple[float, float]]] = {key: [] for key in configs}
     for _ in range(args.rounds):
-        for key, (backend, _) in configs.items():
-            cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        for key, (backend, _, python) in configs.items():
+            cmd = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
             cmd.append(f"--overlay-backend={backend}")
             wall_n, cpu_n = timed(cmd, projects[key])
             wall_0, cpu_0 = timed([*cmd, "--collect-only"], projects[key])
@@ -109,16 +116,19 @@ def main() -> None:
     kernel_wall = statistics.median(w for w, _ in per_test[mounting])
     kernel_cpu = statistics.median(c for _, c in per_test[mounting])
     print(f"{args.tests} tests sleeping {args.sleep_ms} ms, {args.rounds} rounds, per test:")
-    print(f"{'':16} {'CPU ms':>8} {'x':>6} {'wall ms':>8} {'x':>6}")
+    print(f"{'':24} {'CPU ms':>8} {'x':>6} {'wall ms':>8} {'x':>6}")
     for key, samples in per_test.items():
         wall = statistics.median(w for w, _ in samples)
         cpu = statistics.median(c for _, c in samples)
         rows.append({"config": key, "cpu_ms": cpu * 1e3, "wall_ms": wall * 1e3, "rounds": samples})
         print(
-            f"{key:16} {cpu * 1e3:8.2f} {cpu / kernel_cpu:6.2f} "
+            f"{key:24} {cpu * 1e3:8.2f} {cpu / kernel_cpu:6.2f} "
             f"{wall * 1e3:8.2f} {wall / kernel_wall:6.2f}"
         )
-    (out / "fuse_pool.json").write_text(json.dumps({"tests": args.tests, "rows": rows}, indent=1))
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    result = {"tests": args.tests, "rows": rows, "loadavg": load}
+    (out / "fuse_pool.json").write_text(json.dumps(result, indent=1))
     print(f"results: {out / 'fuse_pool.json'}")
 
 

@@ -62,9 +62,11 @@ def test_daemons_start_without_a_process_spawned_by_pytest(
     def popen(*args: object, **kwargs: object) -> None:
         raise AssertionError("a daemon start spawned a process from pytest")
 
-    monkeypatch.setattr(subprocess, "Popen", popen)
     space = create_workspace(tmp_path / "ws", base)
-    FUSE.mount([base], space)
+    with monkeypatch.context() as patch:
+        # Mounting only: without user namespaces unmounting runs fusermount3.
+        patch.setattr(subprocess, "Popen", popen)
+        FUSE.mount([base], space)
     try:
         assert (space.merged / "f").read_text() == "f"
         daemon = FUSE._daemons[space.root]
