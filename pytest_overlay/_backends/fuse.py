@@ -395,10 +395,9 @@ def _started(command: list[str], space: Workspace, log: int, fds: list[int]) -> 
     try:
         return STARTER.start(command, os.fspath(space.root), log, fds)
     except OSError as exc:
+        # The starter writes why posix_spawn failed to the daemon's log.
         said = (space.root / "fuse-overlayfs.log").read_text(errors="replace").strip()
-        raise OverlayError(
-            f"fuse-overlayfs did not mount {space.merged}: {exc}" + (f" ({said})" if said else "")
-        ) from None
+        raise OverlayError(f"fuse-overlayfs did not mount {space.merged}: {said or exc}") from None
 
 
 def _root_look(path: Path) -> tuple[int, int, int]:
