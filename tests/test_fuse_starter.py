@@ -202,3 +202,17 @@ def test_the_end_of_the_pool_reaps_the_starter(tmp_path: Path) -> None:
     assert STARTER._process is None
     assert process.returncode is not None  # reaped
     assert process_info(process.pid) is None
+
+
+def test_the_starter_keeps_no_workspace_busy(tmp_path: Path) -> None:
+    # Its working directory in a workspace would keep the session's tmpfs from unmounting.
+    base = make_tree(tmp_path / "base", {"f": "f"})
+    space = create_workspace(tmp_path / "ws", base)
+    FUSE.mount([base], space)
+    try:
+        process = STARTER._process
+        assert process is not None
+        assert os.readlink(f"/proc/{process.pid}/cwd") == "/"
+    finally:
+        FUSE.unmount(space)
+        remove_workspace(space.root)

@@ -159,6 +159,7 @@ while True:
     finally:
         for fd in moved:
             os.close(fd)
+        os.chdir("/")  # a working directory in a workspace would keep its tmpfs busy
     if pid is None:
         try:
             socket.send_fds(sock, [b"0"], [])
