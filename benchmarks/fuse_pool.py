@@ -3,6 +3,7 @@ the kernel backend: whole process, CPU and wall, N tests minus ``--collect-only`
 
     python benchmarks/fuse_pool.py [--tests 200] [--rounds 3] [--sleep-ms 0] [--out DIR]
                                    [--before PYTHON]
+    python benchmarks/fuse_pool.py --phases [--tests 200]
 
 Each configuration is a generated pytest project whose N tests each append to one file of
 a 100-file base, delete one, add one and read one through ``overlay_stack`` (then sleep
@@ -17,6 +18,12 @@ user the ``userns`` backend takes its place). ``--before`` names the Python of a
 checkout (its venv, say one of ``git worktree add /tmp/old main~1``): the fuse rows are
 then also run with it, interleaved in the same rounds, as "(before)" rows. Results go to a
 scratch directory (printed) unless ``--out`` names one.
+
+``--phases`` profiles instead, in this process (root, or an ordinary user in a user
+namespace): N cycles of workspace, mount (pool on), the same file operations, unmount
+and workspace removal through the fuse backend directly; the median wall time of each
+phase, and CPU per cycle of this process and of its reaped children (the starter, its
+daemons, the watcher).
 """
 
 from __future__ import annotations
@@ -81,6 +88,52 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
     return wall, cpu
 
 
+def phases(n: int) -> None:
+    """Where one fuse stack's life goes, phase by phase, outside pytest."""
+    from pytest_overlay._backends.fuse import FUSE
+    from pytest_overlay._linux.workspace import create_workspace, remove_workspace
+
+    reason = FUSE.probe()
+    if reason:
+        raise SystemExit(f"fuse does not work here: {reason}")
+    root = Path(tempfile.mkdtemp(prefix="fuse-phases-", dir="/dev/shm"))
+    base = make_project(root / "p", 0, True, 0) / "base"
+    FUSE.enable_pool()
+    names = ("workspace", "mount", "file ops", "unmount", "remove")
+    times: dict[str, list[float]] = {name: [] for name in names}
+
+    def cpu(who: int) -> float:
+        usage = resource.getrusage(who)
+        return usage.ru_utime + usage.ru_stime
+
+    me, kids = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
+    for _ in range(n):
+        marks = [time.perf_counter()]
+        space = create_workspace(root, base)
+        marks.append(time.perf_counter())
+        FUSE.mount([base], space)
+        marks.append(time.perf_counter())
+        m = space.merged
+        with open(m / "d0" / "f0", "a") as f:
+            f.write("x")
+        (m / "d0" / "f1").unlink()
+        (m / "new").write_text("new")
+        (m / "d0" / "f2").read_bytes()
+        marks.append(time.perf_counter())
+        FUSE.unmount(space)
+        marks.append(time.perf_counter())
+        remove_workspace(space.root)
+        marks.append(time.perf_counter())
+        for name, start, end in zip(names, marks[:-1], marks[1:], strict=True):
+            times[name].append((end - start) * 1e3)
+    FUSE.drain_pool()  # reaps the starter: its daemons' CPU counts from here
+    me, kids = cpu(resource.RUSAGE_SELF) - me, cpu(resource.RUSAGE_CHILDREN) - kids
+    print(
+        f"{n} cycles, per cycle: CPU {me / n * 1e3:.2f} ms here, {kids / n * 1e3:.2f} ms children"
+    )
+    print("median ms: " + ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in times.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tests", type=int, default=200)
@@ -88,7 +141,11 @@ def main() -> None:
     parser.add_argument("--sleep-ms", type=float, default=0.0)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--before", default=None, help="the Python of the code to compare")
+    parser.add_argument("--phases", action="store_true", help="profile phases in-process")
     args = parser.parse_args()
+    if args.phases:
+        phases(args.tests)
+        return
     out = args.out or Path(tempfile.mkdtemp(prefix="fuse-pool-bench-"))
     mounting = "kernel" if os.geteuid() == 0 else "userns"
     configs = {
