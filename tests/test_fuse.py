@@ -26,9 +26,10 @@ def _needs_fuse() -> None:
 
 
 def _fuse_children(parent: int) -> list[int]:
-    """Pids of fuse-overlayfs processes whose parent is *parent*."""
+    """Pids of fuse-overlayfs processes started by *parent* (through its starter)."""
     infos = {pid: process_info(pid) for pid in all_pids()}
-    return [p for p, i in infos.items() if i and i[1] == parent and i[2] == "fuse-overlayfs"]
+    ours = {parent} | {p for p, i in infos.items() if i and i[1] == parent}
+    return [p for p, i in infos.items() if i and i[1] in ours and i[2] == "fuse-overlayfs"]
 
 
 def _alive(pids: list[int]) -> list[int]:
@@ -96,7 +97,7 @@ def test_mount_failure_reports_the_daemon_message(tmp_path: Path) -> None:
 
 
 def test_a_daemon_whose_parent_died_before_it_asked_for_the_signal_never_starts() -> None:
-    from pytest_overlay._backends.fuse import _die_with
+    from pytest_overlay._backends.starter import _die_with
 
     # As if pytest had died between fork and prctl: the parent is no longer the one given.
     orphan = subprocess.run(["true"], preexec_fn=_die_with(os.getpid() + 1), check=False)
@@ -106,7 +107,7 @@ def test_a_daemon_whose_parent_died_before_it_asked_for_the_signal_never_starts(
 
 def test_the_daemon_is_started_without_forking_pytest() -> None:
     # A preexec_fn makes subprocess fork (and copy) pytest for every daemon.
-    from pytest_overlay._backends.fuse import _spawn
+    from pytest_overlay._backends.starter import spawn as _spawn
 
     argv, preexec = _spawn(["true"], os.getpid())
     assert preexec is None
@@ -133,21 +134,23 @@ def test_daemon_runs_outside_pytests_process_group(tmp_path: Path) -> None:
 def test_host_mount_is_watched_before_the_daemon_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pytest_overlay._backends import fuse
+    from pytest_overlay import OverlayError
+    from pytest_overlay._backends import fuse, starter
     from pytest_overlay._linux import reaper as _reaper
     from pytest_overlay._linux.workspace import create_workspace
 
     events: list[str] = []
 
-    def popen(*args: object, **kwargs: object) -> None:
+    def start(*args: object, **kwargs: object) -> None:
         events.append("daemon")
         raise OSError("stop here")
 
     monkeypatch.setattr(fuse.FuseBackend, "_in_host_namespace", lambda self: True)
     monkeypatch.setattr(_reaper, "watch", lambda point: events.append(f"watch {point}"))
-    monkeypatch.setattr(subprocess, "Popen", popen)
+    monkeypatch.setattr(starter.STARTER, "start", start)
+    monkeypatch.setattr(fuse.FuseBackend, "_popen", start)
     space = create_workspace(tmp_path, tmp_path)
-    with pytest.raises(OSError, match="stop here"):
+    with pytest.raises(OverlayError, match="stop here"):
         FUSE.mount([tmp_path], space)
     assert events == [f"watch {space.merged}", "daemon"]
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import final
 
 from pytest_overlay._backends.probe import trial_mount
+from pytest_overlay._backends.starter import STARTER, Process
+from pytest_overlay._backends.starter import spawn as _spawn
 from pytest_overlay._errors import BackendUnavailable, OverlayError, layer_list
 from pytest_overlay._layers.changes import Change, diff_upper
 from pytest_overlay._linux import busy as _busy
@@ -37,52 +38,11 @@ def _escape_option(text: str) -> str:
     return text.replace("\\", "\\\\").replace(",", "\\,")
 
 
-def _die_with(parent: int) -> Callable[[], None]:
-    def die_with_parent() -> None:
-        # Runs in the child between fork and exec: the daemon must not outlive pytest.
-        _syscalls.set_parent_death_signal(signal.SIGTERM)
-        # A parent that died before the prctl above never sends the signal: the child
-        # has been handed to another process already, so it must not start at all.
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return die_with_parent
-
-
-# After setpriv has asked for the signal: run the daemon only if pytest (argument 0) is
-# still the parent; a parent that died before the prctl never sends it.
-_STILL_MY_PARENT = '[ "$PPID" = "$0" ] && exec "$@"'
-
-
-def _spawn(command: list[str], parent: int) -> tuple[list[str], Callable[[], None] | None]:
-    """The command line that starts *command* bound to *parent*, and its preexec_fn.
-
-    A preexec_fn makes subprocess fork pytest (a copy of its whole address space: 5.6 ms
-    of CPU per daemon at 60 MB, 10 ms at 150 MB); without one it uses vfork (0.1 ms).
-    ``setpriv --pdeathsig`` (util-linux) and ``sh`` do the same job as ``_die_with`` for
-    about 2 ms. Where either is missing, the preexec_fn does it.
-    """
-    setpriv, sh = _helpers()
-    if setpriv is None or sh is None:
-        return command, _die_with(parent)
-    wrapped = [setpriv, "--pdeathsig", "TERM", "--", sh, "-c", _STILL_MY_PARENT, str(parent)]
-    return [*wrapped, *command], None
-
-
-_found: list[tuple[str | None, str | None]] = []
-
-
-def _helpers() -> tuple[str | None, str | None]:
-    if not _found:
-        _found.append((shutil.which("setpriv"), shutil.which("sh")))
-    return _found[0]
-
-
 @dataclass(frozen=True)
 class _Daemon:
     """A started fuse-overlayfs daemon and what it was started with."""
 
-    process: subprocess.Popen[bytes]
+    process: Process
     space: Workspace
     #: The descriptor numbers its lowers had (its error messages name them).
     fds: tuple[int, ...]
@@ -114,8 +74,8 @@ class FuseBackend:
     )
 
     def __init__(self) -> None:
-        self._daemons: dict[Path, subprocess.Popen[bytes]] = {}
-        self._lingering: list[subprocess.Popen[bytes]] = []
+        self._daemons: dict[Path, Process] = {}
+        self._lingering: list[Process] = []
         self._probe: str | None = None
         # The pool of ready mounts (see enable_pool): started while a test runs, taken
         # over by the next test over the same base.
@@ -123,7 +83,7 @@ class FuseBackend:
         self._pool: dict[_Key, _Daemon] = {}
         self._seen: set[_Key] = set()
         # Daemons of clean unmounts, exiting on their own: reaped later, not waited for.
-        self._exiting: list[subprocess.Popen[bytes]] = []
+        self._exiting: list[Process] = []
 
     def __repr__(self) -> str:
         return "<FuseBackend>"
@@ -195,7 +155,10 @@ class FuseBackend:
                 f"fuse-overlayfs did not mount {space.merged} over lowers [{layers}]: "
                 f"cannot open {exc.filename}: {exc.strerror}"
             ) from None
-        lowerdir = ":".join(f"/proc/self/fd/{fd}" for fd in fds)
+        # The starter hands the lowers to the daemon as descriptors 3, 4, ...
+        starter = STARTER.usable()
+        numbers = tuple(range(3, 3 + len(fds))) if starter else tuple(fds)
+        lowerdir = ":".join(f"/proc/self/fd/{fd}" for fd in numbers)
         options = [f"lowerdir={_escape_option(lowerdir)}", "upperdir=upper", "workdir=work"]
         # Relative to the workspace like the other paths; merged= may put it elsewhere.
         mountpoint = os.path.relpath(space.merged, space.root)
@@ -207,29 +170,41 @@ class FuseBackend:
             # must know the mount point before the daemon can make it: a kill in the
             # middle of mounting leaves no dead mount either.
             _reaper.watch(space.merged)
-        # In a user namespace the daemon needs the mount capability itself (ambient).
         try:
-            argv, preexec = _spawn(command, os.getpid())
-            with _namespace.mount_privileges(for_children=True), open(log_path, "wb") as log:
-                daemon = subprocess.Popen(
-                    argv,
-                    cwd=space.root,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                    preexec_fn=preexec,
-                    # Out of pytest's process group: the SIGINT of a Ctrl-C must reach
-                    # pytest alone, which then unmounts in order, not the daemon under a
-                    # running test.
-                    start_new_session=True,
-                    pass_fds=fds,
-                )
+            with open(log_path, "wb") as log:
+                if starter:
+                    # Tells the watcher, the second way the daemon dies with pytest.
+                    daemon: Process = _started(command, space, log.fileno(), fds)
+                else:
+                    daemon = self._popen(command, space, log.fileno(), fds)
         finally:
             for fd in fds:
                 os.close(fd)
+        return _Daemon(daemon, space, numbers, ids, host)
+
+    def _popen(
+        self, command: list[str], space: Workspace, log: int, fds: list[int]
+    ) -> subprocess.Popen[bytes]:
+        """Start the daemon from pytest itself (no pidfds here: Linux < 5.3)."""
+        argv, preexec = _spawn(command, os.getpid())
+        # In a user namespace the daemon needs the mount capability itself (ambient).
+        with _namespace.mount_privileges(for_children=True):
+            daemon = subprocess.Popen(
+                argv,
+                cwd=space.root,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                preexec_fn=preexec,
+                # Out of pytest's process group: the SIGINT of a Ctrl-C must reach
+                # pytest alone, which then unmounts in order, not the daemon under a
+                # running test.
+                start_new_session=True,
+                pass_fds=fds,
+            )
         # The second way the daemon dies with pytest: the watcher terminates it.
         _reaper.keep(daemon.pid)
-        return _Daemon(daemon, space, tuple(fds), ids, host)
+        return daemon
 
     def _wait_mounted(self, started: _Daemon, lowers: Sequence[Path], space: Workspace) -> None:
         """Wait until *started* has mounted on *space* (now its workspace); raise if not."""
@@ -278,7 +253,7 @@ class FuseBackend:
             self._reap(daemon, clean)
         return clean
 
-    def _reap(self, daemon: subprocess.Popen[bytes], clean: bool) -> None:
+    def _reap(self, daemon: Process, clean: bool) -> None:
         if not clean:
             # Busy and detached: the daemon still serves the files held open. Keep it
             # (and its Popen) until it exits; it gets SIGTERM when pytest exits anyway.
@@ -291,7 +266,7 @@ class FuseBackend:
             return
         self._wait_exit(daemon)
 
-    def _wait_exit(self, daemon: subprocess.Popen[bytes]) -> None:
+    def _wait_exit(self, daemon: Process) -> None:
         try:
             daemon.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -332,6 +307,11 @@ class FuseBackend:
         for daemon in self._exiting:
             self._wait_exit(daemon)
         self._exiting.clear()
+        if not self._daemons and not self._lingering:
+            # Reaping the starter also brings its daemons' CPU time into this process's
+            # accounting. Daemons still serving (a detached busy mount, a stack outside
+            # the session) keep it: they die with it.
+            STARTER.stop()
 
     def _pool_key(self, lowers: Sequence[Path], space: Workspace) -> _Key | None:
         if not self._pooling or space.merged != space.root / "merged":
@@ -409,6 +389,15 @@ class FuseBackend:
 
     def changes(self, lowers: Sequence[Path], space: Workspace) -> list[Change]:
         return diff_upper(space.upper, lowers)
+
+
+def _started(command: list[str], space: Workspace, log: int, fds: list[int]) -> Process:
+    try:
+        return STARTER.start(command, os.fspath(space.root), log, fds)
+    except OSError as exc:
+        # The starter writes why posix_spawn failed to the daemon's log.
+        said = (space.root / "fuse-overlayfs.log").read_text(errors="replace").strip()
+        raise OverlayError(f"fuse-overlayfs did not mount {space.merged}: {said or exc}") from None
 
 
 def _root_look(path: Path) -> tuple[int, int, int]:
