@@ -200,6 +200,9 @@ def pytest_configure(config: pytest.Config) -> None:
             "let pytest-overlay mount with kernel overlayfs)"
         )
     config.pluginmanager.register(_cache_settings.Reporter(config), _cache_settings.REPORTER)
+    if _session.is_xdist_controller(config):
+        # The workers' reports carry their build outcomes here, whatever they run.
+        _cache_settings.register_collector(config)
     basetemp = config.option.basetemp
     if basetemp and not hasattr(config, "workerinput"):
         # A killed earlier run may have left workspaces there, which pytest could not
@@ -527,3 +530,4 @@ _PER_TEST_HOOKS = "overlay-per-test-hooks"
 def _need_per_test_hooks(config: pytest.Config) -> None:
     if not config.pluginmanager.has_plugin(_PER_TEST_HOOKS):
         config.pluginmanager.register(_PerTestHooks(), _PER_TEST_HOOKS)
+        _cache_settings.register_collector(config)

@@ -193,16 +193,37 @@ class Reporter:
         if self.config.option.overlay_cache_clear and not hasattr(self.config, "workerinput"):
             clear_at_start(self.config)
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "setup" and report.user_properties:
-            collect(report, self.config)
-
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         lines = summary_lines(self.config)
         if lines:
             terminalreporter.write_sep("-", "pytest-overlay build cache")
             for line in lines:
                 terminalreporter.write_line(line)
+
+
+#: The name the Collector is registered under.
+COLLECTOR: Final = "pytest-overlay-build-cache-collector"
+
+
+@final
+class Collector:
+    """Files each build outcome a setup report carries, for the summary at the end.
+
+    A hook on every test's reports: registered only where they can carry one, in a
+    process whose tests use the plugin, and in pytest-xdist's controller.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "setup" and report.user_properties:
+            collect(report, self.config)
+
+
+def register_collector(config: pytest.Config) -> None:
+    if not config.pluginmanager.has_plugin(COLLECTOR):
+        config.pluginmanager.register(Collector(config), COLLECTOR)
 
 
 def command(config: pytest.Config) -> int | None:
