@@ -435,6 +435,22 @@ def evaluate_targets(data: dict[str, Any]) -> list[dict[str, str]]:
             ", ".join(text for _, _, text in over),
             all(v <= 1.15 for _, v, _ in over) if over else None,
         )
+    fuse = []
+    for key, cells in by_base.items():
+        fuse_cpu, kernel_cpu = cpu(cells, "overlay-fuse"), cpu(cells, reference)
+        wall_f, wall_k = _cell(cells, "overlay-fuse"), _cell(cells, reference)
+        if fuse_cpu is not None and kernel_cpu:
+            walls = ""
+            if wall_f and wall_k and wall_k.get("process_wall"):
+                walls = f", wall {ratio(wall_f['process_wall'] / wall_k['process_wall'])}"
+            value = fuse_cpu / kernel_cpu
+            fuse.append((key, value, f"{key}: CPU {ratio(value)}{walls}"))
+    add(
+        "fuse within 2x of the kernel backend per test (CPU, whole process, daemons "
+        "included; why not: docs/performance.rst)",
+        ", ".join(text for _, _, text in fuse),
+        all(v <= 2 for _, v, _ in fuse) if fuse else None,
+    )
     extra = []
     for key, cells in by_base.items():
         p, e = cpu(cells, "empty-plugin"), cpu(cells, "empty")
