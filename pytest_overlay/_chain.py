@@ -214,7 +214,10 @@ def squash_top(
         target = keeper.root / f"layer-{numbers()}"
         try:
             squash_layers(
-                [os.fspath(layer_path(x)) for x in group], os.fspath(target), opaque_xattr
+                [os.fspath(layer_path(x)) for x in group],
+                os.fspath(target),
+                opaque_xattr,
+                below=[os.fspath(layer_path(x)) for x in chain[end:]],
             )
         except OSError:
             remove_workspace(target)

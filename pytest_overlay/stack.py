@@ -561,7 +561,14 @@ class OverlayStack:
         # layer stays on top as it is, for snapshot.changes(). The snapshot stands on the
         # same chain as the stack goes on with, so restoring it keeps the chain as short
         # (a snapshot on the unsquashed chain would make every restore undo the squash).
-        below = self._squashed(self._chain)
+        try:
+            below = self._squashed(self._chain)
+        except BaseException:
+            # Whatever stopped the squash, the union must not stay unmounted: it goes on
+            # over the unsquashed layers (the same view, only deeper) before the error shows.
+            self._remount(space, self._chain if own is None else (own, *self._chain))
+            self._step_in(inside)
+            raise
         chain = below if own is None else (own, *below)
         snapshot = make_snapshot(chain, own, name or f"snapshot-{self._taken + 1}", self)
         self._remount(space, chain)

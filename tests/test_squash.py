@@ -198,7 +198,7 @@ def test_a_layer_that_cannot_be_read_is_left_unsquashed(
 ) -> None:
     from pytest_overlay import _chain
 
-    def refuse(layers: object, destination: str, opaque: object) -> None:
+    def refuse(layers: object, destination: str, opaque: object, below: object = ()) -> None:
         # Half done, as when a directory a test left mode 000 stops an ordinary user.
         os.mkdir(destination)
         raise PermissionError(13, "Permission denied")
@@ -216,3 +216,71 @@ def test_a_layer_that_cannot_be_read_is_left_unsquashed(
         # One frozen layer per snapshot, and nothing left of the attempts to squash.
         layers = [p for p in stack.workspace.iterdir() if p.name.startswith("layer-")]
         assert len(layers) == SQUASH_FAN + 2
+
+
+def _listed_and_found(root: Path) -> list[str]:
+    """Every path a listing of *root* shows, each one looked up (lstat) as it is listed."""
+    shown = []
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(directory, name)
+            os.lstat(path)  # FileNotFoundError: listed, yet not there
+            shown.append(path.relative_to(root).as_posix())
+    return sorted(shown)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_whiteout_that_hides_nothing_below_is_not_squashed_in(
+    tmp_path: Path, backend: str
+) -> None:
+    """Found by the state machine: b/a made and removed again within the squashed layers,
+    over a base without b. Kept in the squash, its whiteout sat in a directory that only
+    the squashed layer holds, which overlayfs lists as it is: ``b`` listed ``a``, whose
+    lookup failed."""
+    base = make_tree(tmp_path / "base", {"kept": "k"})
+    with OverlayStack([base], workspace=tmp_path / "ws", backend=usable_backend(backend)) as stack:
+        merged = stack.merged
+        (merged / "a").write_text("")
+        (merged / "b").mkdir()
+        (merged / "kept").unlink()  # a whiteout that does hide a base file
+        stack.snapshot()
+        (merged / "a").write_text("again")
+        stack.snapshot()
+        (merged / "b" / "a").mkdir()
+        stack.snapshot()
+        (merged / "b" / "a").rmdir()
+        for _ in range(SQUASH_FAN):
+            (merged / "a").write_text(str(_))
+            stack.snapshot()
+        assert len(stack.lowers) < 1 + 4 + SQUASH_FAN, "the chain was not squashed"
+        assert _listed_and_found(merged) == ["a", "b"]
+        assert os.listdir(merged / "b") == []
+    assert sorted(os.listdir(base)) == ["kept"]
+
+
+def test_a_squash_that_fails_unexpectedly_leaves_the_union_mounted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A squash error other than OSError (a bug) shows, but the union is mounted again
+    over the unsquashed layers first: the stack stays usable and closes cleanly."""
+    from pytest_overlay import _chain
+
+    def broken(layers: object, destination: str, opaque: object, below: object = ()) -> None:
+        raise RuntimeError("squash bug")
+
+    monkeypatch.setattr(_chain, "squash_layers", broken)
+    base = make_tree(tmp_path / "base", {"f": "base"})
+    stack = OverlayStack([base], workspace=tmp_path / "ws", backend=usable_backend("kernel"))
+    with stack:
+        for n in range(SQUASH_FAN):
+            (stack.merged / "f").write_text(str(n))
+            stack.snapshot()
+        (stack.merged / "f").write_text("last")
+        with pytest.raises(RuntimeError, match="squash bug"):
+            stack.snapshot()
+        assert stack.mounted
+        assert (stack.merged / "f").read_text() == "last"
+        (stack.merged / "g").write_text("still writable")
+    assert stack.clean_unmount
+    assert sorted(os.listdir(base)) == ["f"]
+    assert (base / "f").read_text() == "base"

@@ -31,13 +31,42 @@ __all__ = ["squash_layers"]
 _PRIVATE_PREFIXES = ("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.")
 
 
-def squash_layers(layers: Sequence[str], destination: str, opaque_xattr: str) -> None:
+def squash_layers(
+    layers: Sequence[str], destination: str, opaque_xattr: str, below: Sequence[str] = ()
+) -> None:
     """Merge *layers* (directories, top-most first) into the new directory *destination*.
 
     *opaque_xattr* is the opaque marker the mount that reads the result understands
     (``trusted.overlay.opaque``, or ``user.overlay.opaque`` under ``userxattr``).
+    *below* are the layers the result will stand on (top-most first). They are only
+    looked up, name by name, where the squashed layers hold a whiteout: one that hides
+    nothing below is left out. It must be: overlayfs lists the entries of a directory
+    found in one layer alone as they are, so a whiteout there would show in the listing
+    of the merged directory while its lookup fails (ENOENT).
     """
-    _Squasher(opaque_xattr).merge_dir(list(layers), destination, opaque=False)
+    _Squasher(opaque_xattr).merge_dir(list(layers), destination, opaque=False, below=list(below))
+
+
+def _look_below(below: list[str], name: str) -> tuple[bool, list[str]]:
+    """Whether a lookup of *name* under the directories *below* (top-most first) finds
+    anything, and the directories of that name it merges, as overlayfs looks it up."""
+    dirs: list[str] = []
+    for directory in below:
+        path = os.path.join(directory, name)
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            dirs.append(path)
+            if _format.is_opaque(path):
+                break
+            continue
+        if dirs:
+            return True, dirs  # a file under a directory ends the lookup there
+        # A file ends the lookup and shows; a whiteout ends it and shows nothing.
+        return not _format.is_whiteout(path, st), []
+    return bool(dirs), dirs
 
 
 class _Squasher:
@@ -47,11 +76,12 @@ class _Squasher:
         # one upper layer stay links.
         self._links: dict[tuple[int, int], str] = {}
 
-    def merge_dir(self, sources: list[str], dst: str, *, opaque: bool) -> None:
+    def merge_dir(self, sources: list[str], dst: str, *, opaque: bool, below: list[str]) -> None:
         """Make *dst* the merge of the same-named directories *sources* (top-most first).
 
         *opaque*: the lookup stops at the last of *sources* (opaque, or a non-directory
-        under it), so *dst* must hide what lies below the squashed layers.
+        under it), so *dst* must hide what lies below the squashed layers. *below*: the
+        same-named directories under the squashed layers that a lookup reaches.
         """
         top = sources[0]
         top_st = os.lstat(top)
@@ -62,14 +92,21 @@ class _Squasher:
             for name in os.listdir(source):
                 if name not in hidden:
                     names.setdefault(name)
+        reach = [] if opaque else below
         for name in names:
-            self._merge_name([os.path.join(s, name) for s in sources], os.path.join(dst, name))
+            self._merge_name(
+                [os.path.join(s, name) for s in sources], os.path.join(dst, name), reach, name
+            )
         self._copy_attributes(top, dst, top_st)
         if opaque and not _format.is_opaque(dst):
             os.setxattr(dst, self._opaque_xattr, b"y", follow_symlinks=False)
 
-    def _merge_name(self, candidates: list[str], dst: str) -> None:
-        """*dst* as the top-most of *candidates* (one per layer, top-most first) shows it."""
+    def _merge_name(self, candidates: list[str], dst: str, below: list[str], name: str) -> None:
+        """*dst* as the top-most of *candidates* (one per layer, top-most first) shows it.
+
+        *below* are the directories under the squashed layers where the lookup of
+        *name* goes on (empty when nothing below is reached).
+        """
         dirs: list[str] = []
         for path in candidates:
             try:
@@ -78,16 +115,18 @@ class _Squasher:
                 continue
             if not stat.S_ISDIR(st.st_mode):
                 if not dirs:
+                    if _format.is_whiteout(path, st) and not _look_below(below, name)[0]:
+                        return  # it hides nothing: left out (see squash_layers)
                     self._copy_entry(path, dst, st)  # the top-most entry is not a directory
                     return
                 # A non-directory or whiteout under a directory ends the lookup there.
-                self.merge_dir(dirs, dst, opaque=True)
+                self.merge_dir(dirs, dst, opaque=True, below=[])
                 return
             dirs.append(path)
             if _format.is_opaque(path):
-                self.merge_dir(dirs, dst, opaque=True)
+                self.merge_dir(dirs, dst, opaque=True, below=[])
                 return
-        self.merge_dir(dirs, dst, opaque=False)
+        self.merge_dir(dirs, dst, opaque=False, below=_look_below(below, name)[1])
 
     def _copy_entry(self, src: str, dst: str, st: os.stat_result) -> None:
         mode = st.st_mode
@@ -110,7 +149,11 @@ class _Squasher:
 
     def _copy_attributes(self, src: str, dst: str, st: os.stat_result) -> None:
         for name in _xattrs(src):
-            if name.startswith(_PRIVATE_PREFIXES) and name not in _format.OPAQUE_XATTRS:
+            if (
+                name.startswith(_PRIVATE_PREFIXES)
+                and name not in _format.OPAQUE_XATTRS
+                and name not in _format.WHITEOUT_XATTRS
+            ):
                 continue
             os.setxattr(
                 dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False
