@@ -17,6 +17,7 @@ import pytest
 from pytest_overlay._backends import fuse
 from pytest_overlay._backends.fuse import FUSE
 from pytest_overlay._backends.starter import STARTER, Started, Starter
+from pytest_overlay._linux import namespace as _namespace
 from pytest_overlay._linux.workspace import create_workspace, remove_workspace
 from tests.helpers import make_tree, process_info
 
@@ -212,7 +213,11 @@ def test_the_starter_keeps_no_workspace_busy(tmp_path: Path) -> None:
     try:
         process = STARTER._process
         assert process is not None
-        assert os.readlink(f"/proc/{process.pid}/cwd") == "/"
+        # In a user namespace the starter holds the mount capabilities, and the kernel
+        # shows its cwd only to a reader whose effective ones cover them.
+        with _namespace.mount_privileges():
+            cwd = os.readlink(f"/proc/{process.pid}/cwd")
+        assert cwd == "/"
     finally:
         FUSE.unmount(space)
         remove_workspace(space.root)

@@ -32,6 +32,11 @@ def no_autoload(monkeypatch: pytest.MonkeyPatch) -> None:
 def run(pytester: pytest.Pytester, *plugins: str, args: tuple[str, ...] = ()) -> pytest.RunResult:
     """A pytest session with pytest-overlay and *plugins* (entry point names) loaded."""
     loaded = [arg for name in ("overlay", *plugins) for arg in ("-p", name)]
+    if "-n" in args:
+        # An xdist controller hands its workers the user namespace's capabilities
+        # (ambient, for every program it starts from then on): run in this process, it
+        # would hand them to every later test's subprocesses too.
+        return pytester.runpytest_subprocess(*loaded, *args)
     return pytester.runpytest(*loaded, *args)
 
 

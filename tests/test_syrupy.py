@@ -167,14 +167,15 @@ def test_under_xdist(project: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     tests = TESTS.replace("{port}", "8080")
     project.makepyfile(test_snap=tests)
-    project.runpytest("-n", "2", "--snapshot-update").assert_outcomes(passed=2)
+    # In a subprocess: an xdist controller raises capabilities for the programs it starts.
+    project.runpytest_subprocess("-n", "2", "--snapshot-update").assert_outcomes(passed=2)
     assert (snapshots(project) / "test_upgrade.changes.txt").read_text() == CHANGES
     assert (snapshots(project) / "test_tree.tree.txt").read_text() == TREE
     # test_tree gone and a planted change: workers report both to the controller (the
     # failed assertion also leaves test_upgrade's second snapshot unused).
     changed = tests.replace("port = 8080", "port = 9090")
     project.makepyfile(test_snap=changed[: changed.index("def test_tree")])
-    result = project.runpytest("-n", "2")
+    result = project.runpytest_subprocess("-n", "2")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["E *-     | port = 8080", "E *+     | port = 9090"])
     if _syrupy_version() >= (6, 0):  # 5.x left the report out under xdist
